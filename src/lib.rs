@@ -1,1 +1,6 @@
-//! lib
+//! mongo-backup-agent: MongoDB backups as mongodump-compatible archives, compressed and streamed to object storage.
+//!
+//! The modules follow the pipeline: [`mongo`] reads the server, [`archive`] encodes, [`compress`] compresses,
+//! [`store`] persists, [`backup`] orchestrates and writes the manifest, [`restore`] goes the other way.
+
+pub mod archive;

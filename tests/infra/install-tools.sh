@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the infra checks need on a fresh Debian 12 machine, idempotently, outside the work tree:
+#   - Debian packages: openssh-server (a real sshd for the SSH test), python3-venv, iproute2 (lo up inside `unshare -n`);
+#   - three venvs under $MBA_CACHE_DIR/infra, one per requirements file in tests/infra/requirements/ (checkov is kept
+#     apart from python-hcl2 because their parser pins clash). A venv is rebuilt only when its requirements file changes.
+# Prints the path of the tools directory on its last line.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${MBA_CACHE_DIR:-$HOME/.cache/mongo-backup-agent}/infra"
+mkdir -p "$cache"
+
+need_apt=()
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v useradd >/dev/null || need_apt+=(passwd)
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then need_apt+=(python3-venv); fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    echo "install-tools: apt-get install ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+    # The packaged sshd must not start listening on port 22 of this machine: the test runs its own on loopback.
+    # A temporary policy-rc.d (unless the machine already has one) stops invoke-rc.d from starting it.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+make_venv() { # name -> venv with requirements/<name>.txt installed
+    local name="$1" req="$here/requirements/$1.txt" dir="$cache/venv-$1"
+    local want; want="$(sha256sum "$req" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
+    if [ -f "$dir/.mba-stamp" ] && [ "$(cat "$dir/.mba-stamp")" = "$want" ]; then return 0; fi
+    echo "install-tools: building venv $name" >&2
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check --no-input -r "$req" >&2
+    echo "$want" >"$dir/.mba-stamp"
+}
+
+make_venv tests &
+p1=$!
+make_venv terraform &
+p2=$!
+make_venv checkov
+wait "$p1"
+wait "$p2"
+echo "$cache"
