@@ -4,3 +4,5 @@
 //! [`store`] persists, [`backup`] orchestrates and writes the manifest, [`restore`] goes the other way.
 
 pub mod archive;
+pub mod compress;
+pub mod store;

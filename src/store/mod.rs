@@ -1,0 +1,141 @@
+//! Where backups live: a small object-store trait with one implementation per backend.
+//!
+//! The pipeline only ever sees [`ObjectStore`]; a backend proves itself by passing the shared contract tests in
+//! `tests/store_contract.rs`.
+
+mod digest;
+mod fs;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub use digest::DigestingReader;
+pub use fs::FilesystemStore;
+
+/// A byte stream handed to or returned by a store.
+pub type ByteStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What a finished upload produced; the manifest records both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutSummary {
+    /// Bytes stored.
+    pub bytes: u64,
+    /// SHA-256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// One object found by [`ObjectStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key, including the prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was last written; prune uses it for the grace period of orphaned archives.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Small key/value pairs stored with an object where the backend supports it (Azure blob metadata).
+pub type ObjectMeta = BTreeMap<String, String>;
+
+/// Why a store operation failed; says which stage (reading the input vs. writing the store) broke.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("{key} not found in {store}")]
+    NotFound {
+        /// Store description.
+        store: String,
+        /// Missing key.
+        key: String,
+    },
+    /// A conditional create found the object already there; nothing was overwritten.
+    #[error("{key} already exists in {store}; refusing to overwrite it")]
+    AlreadyExists {
+        /// Store description.
+        store: String,
+        /// Existing key.
+        key: String,
+    },
+    /// The stream being uploaded failed (reading MongoDB or compressing), so nothing was committed.
+    #[error("upload of {key} abandoned because its input failed: {source}")]
+    Input {
+        /// Key that was being written.
+        key: String,
+        /// The producer's error.
+        source: std::io::Error,
+    },
+    /// The store itself failed.
+    #[error("{operation} {key} in {store} failed: {source}")]
+    Io {
+        /// What was being done ("write", "read", "list", "delete").
+        operation: &'static str,
+        /// Store description.
+        store: String,
+        /// Key involved.
+        key: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// A remote backend refused or failed; the message says what to check.
+    #[error("{0}")]
+    Backend(String),
+    /// A key that would escape the store (`..`, absolute path, empty component).
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+}
+
+/// An object store. Writes are atomic: an object is either fully there or not there at all.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Where this store points, for messages ("directory /backups", "azure account/container").
+    fn describe(&self) -> String;
+
+    /// Streams `body` into `key`. The object becomes visible only if the body ended cleanly; if the body
+    /// yields an error or the future is dropped, nothing is left under `key`.
+    async fn put_stream(&self, key: &str, body: ByteStream, meta: &ObjectMeta) -> Result<PutSummary, StoreError>;
+
+    /// Opens `key` for streaming reads.
+    async fn get_stream(&self, key: &str) -> Result<ByteStream, StoreError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    /// Deletes `key`; deleting a missing key is not an error (prune may race a manual cleanup).
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Creates a small object only if `key` does not exist yet: how manifests are written, so a backup can never
+    /// be overwritten.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
+
+    /// Reads a small object whole (manifests).
+    async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let mut stream = self.get_stream(key).await?;
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.map_err(|source| StoreError::Io {
+            operation: "read",
+            store: self.describe(),
+            key: key.to_string(),
+            source,
+        })?;
+        Ok(out)
+    }
+}
+
+/// Joins a prefix and a relative key with exactly one `/`.
+pub fn join_key(prefix: &str, rest: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() { rest.to_string() } else { format!("{prefix}/{rest}") }
+}
+
+/// Rejects keys that could escape a store's root.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    if bad { Err(StoreError::InvalidKey(key.to_string())) } else { Ok(()) }
+}
