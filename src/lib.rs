@@ -5,4 +5,6 @@
 
 pub mod archive;
 pub mod compress;
+pub mod config;
+pub mod mongo;
 pub mod store;

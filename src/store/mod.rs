@@ -139,3 +139,14 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
     if bad { Err(StoreError::InvalidKey(key.to_string())) } else { Ok(()) }
 }
+
+/// Opens the store `[storage]` describes.
+pub fn open(config: &crate::config::StorageConfig) -> Result<std::sync::Arc<dyn ObjectStore>, StoreError> {
+    use crate::config::StorageKind;
+    match config.kind {
+        StorageKind::Filesystem => Ok(std::sync::Arc::new(FilesystemStore::new(&config.path))),
+        StorageKind::Azure => Err(StoreError::Backend(
+            "storage.kind = \"azure\" is not supported by this build yet; use kind = \"filesystem\"".into(),
+        )),
+    }
+}
