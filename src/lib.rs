@@ -4,7 +4,9 @@
 //! [`store`] persists, [`backup`] orchestrates and writes the manifest, [`restore`] goes the other way.
 
 pub mod archive;
+pub mod backup;
 pub mod compress;
 pub mod config;
+pub mod error;
 pub mod mongo;
 pub mod store;

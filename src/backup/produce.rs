@@ -1,0 +1,149 @@
+//! The producing half of a backup: parallel collection readers feeding one archive writer, then the oplog.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bson::Timestamp;
+use mongodb::Client;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::Progress;
+use super::pipe::{Completion, PipeWriter};
+use crate::archive::{ArchiveHeader, ArchiveWriter, CollectionKind, Namespace, NamespaceStats, PreludeEntry};
+use crate::compress::{self, CompressionSettings};
+use crate::error::{Error, Result};
+use crate::mongo::{self, CollectionInfo, DocumentBatch};
+
+/// Everything the producer needs; borrowed from [`super::run`].
+pub(super) struct Job<'a> {
+    pub client: &'a Client,
+    pub collections: &'a [CollectionInfo],
+    pub auth: Vec<(Namespace, Vec<bson::Document>)>,
+    pub oplog_start: Option<Timestamp>,
+    pub header: ArchiveHeader,
+    pub prelude: Vec<PreludeEntry>,
+    pub compression: CompressionSettings,
+    pub parallel: usize,
+    pub batch_size: u32,
+    pub progress: &'a Progress,
+}
+
+/// What the producer wrote.
+pub(super) struct Produced {
+    pub stats: Vec<NamespaceStats>,
+    pub uncompressed_bytes: u64,
+    pub oplog_end: Option<Timestamp>,
+}
+
+enum Message {
+    Batch(usize, DocumentBatch),
+    End(usize),
+    Failed(Error),
+}
+
+impl Job<'_> {
+    /// Writes the whole archive into `out`; marks the pipe complete only if every stage succeeded.
+    pub async fn run(self, out: PipeWriter, completion: Completion) -> Result<Produced> {
+        let encoder = compress::encoder(&self.compression, out);
+        let mut writer =
+            ArchiveWriter::begin(BufWriter::with_capacity(256 << 10, encoder), &self.header, &self.prelude).await?;
+        let index =
+            |ns: &Namespace| self.prelude.iter().position(|e| &e.namespace == ns).expect("prelude has every namespace");
+
+        for (ns, docs) in &self.auth {
+            let mut bytes = Vec::new();
+            for doc in docs {
+                doc.to_writer(&mut bytes)
+                    .map_err(|e| Error::Refused(format!("cannot encode a document of {ns}: {e}")))?;
+            }
+            writer.write_block(index(ns), &bytes, docs.len() as u64).await?;
+            writer.end_collection(index(ns)).await?;
+        }
+        for view in self.collections.iter().filter(|c| c.metadata.kind == CollectionKind::View) {
+            writer.end_collection(index(&view.namespace)).await?;
+        }
+
+        self.dump_collections(&mut writer, &index).await?;
+
+        let mut oplog_end = None;
+        if let Some(start) = self.oplog_start {
+            self.progress.set_phase("copying oplog");
+            let end = mongo::oplog::newest_timestamp(self.client).await?;
+            let ns = index(&Namespace::oplog());
+            let tracked = self.progress.track(Namespace::oplog(), 0);
+            let mut cursor = mongo::oplog::entries_between(self.client, start, end).await?;
+            while let Some(batch) = mongo::next_batch(&mut cursor, "the oplog").await? {
+                tracked.documents.fetch_add(batch.count, Relaxed);
+                writer.write_block(ns, &batch.bytes, batch.count).await?;
+            }
+            tracked.done.store(true, Relaxed);
+            writer.end_collection(ns).await?;
+            oplog_end = Some(end);
+        }
+
+        let uncompressed_bytes = writer.bytes_written();
+        let (mut out, stats) = writer.finish().await?;
+        out.shutdown()
+            .await
+            .map_err(|source| Error::Io { action: "finishing the compressed stream".into(), source })?;
+        completion.finish();
+        drop(out);
+        Ok(Produced { stats, uncompressed_bytes, oplog_end })
+    }
+
+    /// Reads up to `parallel` collections at once, largest first, and writes their blocks as they arrive.
+    /// At most `parallel` collections are open in the archive at any time, matching `concurrent_collections`.
+    async fn dump_collections<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        writer: &mut ArchiveWriter<W>,
+        index: &dyn Fn(&Namespace) -> usize,
+    ) -> Result<()> {
+        let (tx, mut rx) = mpsc::channel::<Message>(self.parallel * 2);
+        let mut readers = JoinSet::new();
+        let work: Vec<_> = self
+            .collections
+            .iter()
+            .filter(|c| c.metadata.kind != CollectionKind::View)
+            .map(|c| {
+                (index(&c.namespace), c.source.clone(), self.progress.track(c.namespace.clone(), c.document_estimate))
+            })
+            .collect();
+        let (client, batch_size, permits) =
+            (self.client.clone(), self.batch_size, std::sync::Arc::new(Semaphore::new(self.parallel)));
+        // One dispatcher hands out permits in order, so collections start strictly largest first.
+        readers.spawn(async move {
+            for (ns, source, tracked) in work {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (client, tx) = (client.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let result = async {
+                        let mut cursor = mongo::open_cursor(&client, &source, batch_size).await?;
+                        let what = source.to_string();
+                        while let Some(batch) = mongo::next_batch(&mut cursor, &what).await? {
+                            tracked.documents.fetch_add(batch.count, Relaxed);
+                            tracked.bytes.fetch_add(batch.bytes.len() as u64, Relaxed);
+                            tx.send(Message::Batch(ns, batch)).await.map_err(|_| Error::Cancelled)?;
+                        }
+                        Ok::<(), Error>(())
+                    }
+                    .await;
+                    tracked.done.store(true, Relaxed);
+                    let _ = tx.send(result.map_or_else(Message::Failed, |()| Message::End(ns))).await;
+                    drop(permit);
+                });
+            }
+        });
+        while let Some(message) = rx.recv().await {
+            match message {
+                Message::Batch(ns, batch) => {
+                    writer.write_block(ns, &batch.bytes, batch.count).await?;
+                    self.progress.archive_bytes.store(writer.bytes_written(), Relaxed);
+                }
+                Message::End(ns) => writer.end_collection(ns).await?,
+                Message::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

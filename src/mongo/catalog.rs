@@ -1,0 +1,121 @@
+//! The catalog: which collections a backup contains, with everything needed to recreate them.
+
+use bson::spec::BinarySubtype;
+use bson::{Bson, Document, doc};
+use futures::TryStreamExt;
+use mongodb::Client;
+
+use super::NamespaceFilter;
+use crate::archive::{CollectionKind, CollectionMetadata, Namespace};
+use crate::error::{Error, Result};
+
+/// One collection (or view) to back up.
+#[derive(Debug, Clone)]
+pub struct CollectionInfo {
+    /// Where it lives.
+    pub namespace: Namespace,
+    /// Options, indexes, UUID, type.
+    pub metadata: CollectionMetadata,
+    /// Namespace the documents are read from: the collection itself, or `system.buckets.<name>` for time series.
+    pub source: Namespace,
+    /// Data size in bytes, for largest-first ordering and progress.
+    pub size_bytes: u64,
+    /// Document count estimate, for progress.
+    pub document_estimate: u64,
+}
+
+/// Whether a namespace is part of a backup at all, before user filters: PBM's and mongodump's rules.
+/// Skipped: the `local` database, all of `config` (sessions and transactions state the server rebuilds),
+/// `admin.system.keys`, and `system.*` collections except `system.js` (users and roles are read separately).
+pub fn is_backed_up(ns: &Namespace) -> bool {
+    if ns.db == "local" || ns.db == "config" {
+        return false;
+    }
+    if ns.collection.starts_with("system.") {
+        return ns.collection == "system.js";
+    }
+    true
+}
+
+/// Lists every collection and view selected by `filter`, largest first.
+pub async fn list_collections(client: &Client, filter: &NamespaceFilter) -> Result<Vec<CollectionInfo>> {
+    let mut found = Vec::new();
+    let databases = client.list_database_names().await.map_err(Error::mongo("listing databases"))?;
+    for db_name in databases {
+        let db = client.database(&db_name);
+        let specs: Vec<Document> = db
+            .run_cursor_command(doc! {"listCollections": 1})
+            .await
+            .map_err(Error::mongo(format!("listing collections of {db_name}")))?
+            .try_collect()
+            .await
+            .map_err(Error::mongo(format!("listing collections of {db_name}")))?;
+        for spec in specs {
+            let Ok(name) = spec.get_str("name") else { continue };
+            let namespace = Namespace::new(&db_name, name);
+            if !is_backed_up(&namespace) || !filter.matches(&namespace) {
+                continue;
+            }
+            found.push(describe(client, namespace, &spec).await?);
+        }
+    }
+    found.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.namespace.cmp(&b.namespace)));
+    Ok(found)
+}
+
+async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Result<CollectionInfo> {
+    let kind =
+        CollectionKind::parse(spec.get_str("type").unwrap_or("collection")).unwrap_or(CollectionKind::Collection);
+    let db = client.database(&namespace.db);
+    let source = match kind {
+        CollectionKind::Timeseries => Namespace::new(&namespace.db, format!("system.buckets.{}", namespace.collection)),
+        _ => namespace.clone(),
+    };
+    let indexes = if kind == CollectionKind::View {
+        Vec::new()
+    } else {
+        db.run_cursor_command(doc! {"listIndexes": &source.collection})
+            .await
+            .map_err(Error::mongo(format!("listing indexes of {namespace}")))?
+            .try_collect()
+            .await
+            .map_err(Error::mongo(format!("listing indexes of {namespace}")))?
+    };
+    let uuid = match spec.get_document("info").ok().and_then(|i| i.get("uuid")) {
+        Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid => Some(hex::encode(&b.bytes)),
+        _ => None,
+    };
+    let (size_bytes, document_estimate) =
+        if kind == CollectionKind::View { (0, 0) } else { size_of(client, &source).await };
+    Ok(CollectionInfo {
+        metadata: CollectionMetadata {
+            options: spec.get_document("options").cloned().unwrap_or_default(),
+            indexes,
+            uuid,
+            collection_name: namespace.collection.clone(),
+            kind,
+        },
+        namespace,
+        source,
+        size_bytes,
+        document_estimate,
+    })
+}
+
+/// Size and count from collStats; a server that refuses it just loses largest-first ordering, not the backup.
+async fn size_of(client: &Client, ns: &Namespace) -> (u64, u64) {
+    let stats = client.database(&ns.db).run_command(doc! {"collStats": &ns.collection}).await;
+    let number = |d: &Document, key: &str| match d.get(key) {
+        Some(Bson::Int32(v)) => (*v).max(0) as u64,
+        Some(Bson::Int64(v)) => (*v).max(0) as u64,
+        Some(Bson::Double(v)) => v.max(0.0) as u64,
+        _ => 0,
+    };
+    match stats {
+        Ok(d) => (number(&d, "size"), number(&d, "count")),
+        Err(e) => {
+            log::debug!("collStats on {ns} failed ({e}); ordering it as empty");
+            (0, 0)
+        }
+    }
+}
