@@ -52,6 +52,9 @@ pub enum Error {
         #[source]
         source: mongodb::error::Error,
     },
+    /// The command line is wrong; the message says which flag.
+    #[error("{0}")]
+    Usage(String),
     /// Restore refused to proceed; the message says why and what to pass to override.
     #[error("{0}")]
     Refused(String),
@@ -87,7 +90,7 @@ impl Error {
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => EXIT_USAGE,
+            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Unreachable { .. } => EXIT_UNAVAILABLE,
             _ => EXIT_FAILED,
         }

@@ -8,5 +8,7 @@ pub mod backup;
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod logging;
 pub mod mongo;
+pub mod restore;
 pub mod store;

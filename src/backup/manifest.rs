@@ -56,7 +56,8 @@ pub struct Manifest {
 pub struct OplogInfo {
     /// Whether the archive has an oplog namespace.
     pub included: bool,
-    /// First `ts` copied (newest entry before the dump, or the start of the oldest open transaction).
+    /// Where the slice starts: the newest entry before the dump (exclusive) or the start of the oldest open
+    /// transaction (inclusive).
     pub start: Option<OplogTimestamp>,
     /// Last `ts` copied: the restored data equals the source as of this moment.
     pub end: Option<OplogTimestamp>,

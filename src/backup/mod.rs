@@ -48,8 +48,8 @@ pub async fn run(
         (OplogMode::Auto, Some(_)) => {
             let newest = mongo::oplog::newest_timestamp(&client).await?;
             let start = match mongo::oplog::oldest_open_transaction(&client).await {
-                Some(txn) if txn < newest => txn,
-                _ => newest,
+                Some(txn) if txn < newest => OplogStart { ts: txn, inclusive: true },
+                _ => OplogStart { ts: newest, inclusive: false },
             };
             (Some(start), None)
         }
@@ -115,7 +115,7 @@ pub async fn run(
         replica_set: server.replica_set,
         oplog: OplogInfo {
             included: oplog_start.is_some(),
-            start: oplog_start.map(Into::into),
+            start: oplog_start.map(|s| s.ts.into()),
             end: produced.oplog_end.map(Into::into),
             note,
         },
@@ -148,6 +148,15 @@ pub async fn run(
     store.put_if_absent(&manifest_key(&config.storage.prefix, &id), manifest.to_json().into_bytes().into()).await?;
     progress.set_phase("done");
     Ok(manifest)
+}
+
+/// Where the oplog slice starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OplogStart {
+    /// The newest entry before the dump, or the first entry of the oldest open transaction.
+    pub ts: bson::Timestamp,
+    /// Whether the entry at `ts` itself belongs to the slice (true for a transaction start).
+    pub inclusive: bool,
 }
 
 fn plain_metadata(ns: &Namespace) -> CollectionMetadata {

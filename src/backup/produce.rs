@@ -20,7 +20,7 @@ pub(super) struct Job<'a> {
     pub client: &'a Client,
     pub collections: &'a [CollectionInfo],
     pub auth: Vec<(Namespace, Vec<bson::Document>)>,
-    pub oplog_start: Option<Timestamp>,
+    pub oplog_start: Option<super::OplogStart>,
     pub header: ArchiveHeader,
     pub prelude: Vec<PreludeEntry>,
     pub compression: CompressionSettings,
@@ -72,7 +72,7 @@ impl Job<'_> {
             let end = mongo::oplog::newest_timestamp(self.client).await?;
             let ns = index(&Namespace::oplog());
             let tracked = self.progress.track(Namespace::oplog(), 0);
-            let mut cursor = mongo::oplog::entries_between(self.client, start, end).await?;
+            let mut cursor = mongo::oplog::entries_between(self.client, start.ts, start.inclusive, end).await?;
             while let Some(batch) = mongo::next_batch(&mut cursor, "the oplog").await? {
                 tracked.documents.fetch_add(batch.count, Relaxed);
                 writer.write_block(ns, &batch.bytes, batch.count).await?;

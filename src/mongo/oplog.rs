@@ -50,12 +50,19 @@ pub async fn oldest_open_transaction(client: &Client) -> Option<Timestamp> {
     }
 }
 
-/// A cursor over oplog entries with `from <= ts <= to`, in `ts` order, as raw BSON.
-pub async fn entries_between(client: &Client, from: Timestamp, to: Timestamp) -> Result<Cursor<RawDocumentBuf>> {
+/// A cursor over oplog entries with `from < ts <= to` (or `from <= ts` when `inclusive`: the start of an open
+/// transaction belongs to the slice, whereas the newest entry before the dump is already in the data).
+pub async fn entries_between(
+    client: &Client,
+    from: Timestamp,
+    inclusive: bool,
+    to: Timestamp,
+) -> Result<Cursor<RawDocumentBuf>> {
+    let lower = if inclusive { "$gte" } else { "$gt" };
     client
         .database("local")
         .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! {"ts": {"$gte": from, "$lte": to}})
+        .find(doc! {"ts": {lower: from, "$lte": to}})
         .sort(doc! {"ts": 1})
         .await
         .map_err(Error::mongo("reading the oplog slice"))

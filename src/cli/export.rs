@@ -1,0 +1,47 @@
+//! `export`: a stored backup as a standalone archive file, in the compression stock tools expect.
+
+use std::path::PathBuf;
+
+use mongo_backup_agent::backup;
+use mongo_backup_agent::compress::{self, Compression};
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::error::{EXIT_OK, Error, Result};
+use mongo_backup_agent::store;
+use tokio::io::AsyncWriteExt;
+
+/// Flags of `export`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Backup id or `latest`.
+    id: String,
+    /// Output file; written under a temporary name and renamed when complete.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Compression of the file: gzip for `mongorestore --gzip --archive`, none for plain `--archive`.
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: Compression,
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<i32> {
+    let store = store::open(&config.storage)?;
+    let manifest = backup::resolve(store.as_ref(), &config.storage.prefix, &args.id).await?;
+    let stored =
+        store.get_stream(&backup::archive_key(&config.storage.prefix, &manifest.id, manifest.compression)).await?;
+    let (_, mut plain) = compress::decoder(stored)
+        .await
+        .map_err(|source| Error::Io { action: "reading the stored archive".into(), source })?;
+    let temp = args.out.with_extension("partial");
+    let io = |action: &str| {
+        let action = format!("{action} {}", temp.display());
+        move |source| Error::Io { action, source }
+    };
+    let file = tokio::fs::File::create(&temp).await.map_err(io("creating"))?;
+    let mut settings = config.backup.compression_settings();
+    settings.compression = args.compression;
+    let mut out = compress::encoder(&settings, file);
+    tokio::io::copy(&mut plain, &mut out).await.map_err(io("writing"))?;
+    out.shutdown().await.map_err(io("finishing"))?;
+    tokio::fs::rename(&temp, &args.out).await.map_err(io("renaming"))?;
+    eprintln!("exported backup {} to {} ({})", manifest.id, args.out.display(), args.compression);
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,69 @@
+//! `list`: the backups in the store, newest last; incomplete attempts only with `--all`.
+
+use mongo_backup_agent::backup::list_backups;
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::error::{EXIT_OK, Result};
+use mongo_backup_agent::store;
+
+use super::human_bytes;
+
+/// Flags of `list`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also show incomplete attempts (archives without a manifest).
+    #[arg(long)]
+    all: bool,
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<i32> {
+    let store = store::open(&config.storage)?;
+    let entries = list_backups(store.as_ref(), &config.storage.prefix).await?;
+    if !args.json {
+        println!("{:<24} {:<20} {:>10} {:>8} {:>12}  status", "id", "started (UTC)", "size", "secs", "documents");
+    }
+    for entry in entries.iter().filter(|e| args.all || e.is_complete()) {
+        let line = match &entry.manifest {
+            Some(m) => {
+                let secs = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
+                if args.json {
+                    serde_json::json!({
+                        "id": m.id, "started_at": m.started_at, "finished_at": m.finished_at, "status": m.status,
+                        "archive_bytes": m.archive_bytes, "duration_secs": secs, "documents": m.documents(),
+                        "compression": m.compression,
+                    })
+                    .to_string()
+                } else {
+                    format!(
+                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {}",
+                        m.id.as_str(),
+                        m.started_at.format("%Y-%m-%d %H:%M:%S"),
+                        human_bytes(m.archive_bytes),
+                        secs,
+                        m.documents(),
+                        m.status
+                    )
+                }
+            }
+            None => {
+                let bytes: u64 = entry.objects.iter().map(|o| o.size).sum();
+                if args.json {
+                    serde_json::json!({"id": entry.id, "status": "incomplete", "archive_bytes": bytes}).to_string()
+                } else {
+                    format!(
+                        "{:<24} {:<20} {:>10} {:>8} {:>12}  incomplete (no manifest)",
+                        entry.id.as_str(),
+                        entry.id.time().format("%Y-%m-%d %H:%M:%S"),
+                        human_bytes(bytes),
+                        "-",
+                        "-"
+                    )
+                }
+            }
+        };
+        println!("{line}");
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,88 @@
+//! Command-line verbs, one file each; `main` dispatches with one `match`.
+
+mod backup;
+mod check;
+mod export;
+mod inspect;
+mod list;
+mod progress;
+mod restore;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::error::{EXIT_USAGE, Error, Result};
+
+/// MongoDB backups as mongodump-compatible archives, streamed to Azure Blob or a directory.
+#[derive(Debug, Parser)]
+#[command(name = "mongo-backup-agent", version, about)]
+pub struct Cli {
+    /// Config file [default: $MONGO_BACKUP_AGENT_CONFIG or /etc/mongo-backup-agent/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one backup in this process and store it.
+    Backup(backup::Args),
+    /// Restore a stored backup, or any archive file, into MongoDB.
+    Restore(restore::Args),
+    /// List the backups in the store.
+    List(list::Args),
+    /// Write a stored backup as a standalone archive file stock mongorestore reads.
+    Export(export::Args),
+    /// Print an archive file's prelude, namespaces, document counts and CRC results.
+    Inspect(inspect::Args),
+    /// Validate the config and check MongoDB and the store are reachable and writable.
+    Check,
+}
+
+/// Parses the command line, runs the command, prints any error once, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    mongo_backup_agent::logging::init(level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mongo-backup-agent: cannot start the async runtime: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mongo-backup-agent: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let config_path = Config::resolve_path(cli.config.as_deref());
+    let config = || Config::load(&config_path).map_err(Error::from);
+    match cli.command {
+        Command::Backup(args) => backup::run(&config()?, args).await,
+        Command::Restore(args) => restore::run(config, args).await,
+        Command::List(args) => list::run(&config()?, args).await,
+        Command::Export(args) => export::run(&config()?, args).await,
+        Command::Inspect(args) => inspect::run(args).await,
+        Command::Check => check::run(&config()?).await,
+    }
+}
+
+/// Formats a byte count for people.
+pub fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}

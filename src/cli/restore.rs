@@ -1,0 +1,103 @@
+//! `restore`: a stored backup (`ID` or `latest`) or an archive file (`--archive`) back into MongoDB.
+
+use std::path::PathBuf;
+
+use mongo_backup_agent::backup;
+use mongo_backup_agent::config::{Config, MongoConfig};
+use mongo_backup_agent::error::{EXIT_OK, Error, Result};
+use mongo_backup_agent::mongo::{self, NamespaceFilter};
+use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
+use mongo_backup_agent::store::{self, ByteStream};
+
+/// Flags of `restore`, modelled on mongorestore's.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Backup id, or `latest`, from the configured store.
+    #[arg(required_unless_present = "archive", conflicts_with = "archive")]
+    id: Option<String>,
+    /// Restore this archive file instead (ours or stock mongodump's; plain, gzip or zstd).
+    #[arg(long, value_name = "FILE")]
+    archive: Option<PathBuf>,
+    /// Target server [default: mongodb.uri from the config]. The password comes from the usual secret sources.
+    #[arg(long, value_name = "URI")]
+    to: Option<String>,
+    /// Only restore namespaces matching (as named in the archive).
+    #[arg(long = "nsInclude", value_name = "NS")]
+    ns_include: Vec<String>,
+    /// Skip namespaces matching.
+    #[arg(long = "nsExclude", value_name = "NS")]
+    ns_exclude: Vec<String>,
+    /// Rename from (with $var$ wildcards); pairs with --nsTo in order.
+    #[arg(long = "nsFrom", value_name = "NS")]
+    ns_from: Vec<String>,
+    /// Rename to.
+    #[arg(long = "nsTo", value_name = "NS")]
+    ns_to: Vec<String>,
+    /// Drop each target collection before restoring it.
+    #[arg(long)]
+    drop: bool,
+    /// Print what would be done and change nothing.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+}
+
+pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<i32> {
+    if args.ns_from.len() != args.ns_to.len() {
+        return Err(Error::Usage("--nsFrom and --nsTo must be given the same number of times".into()));
+    }
+    let renames = args
+        .ns_from
+        .iter()
+        .zip(&args.ns_to)
+        .map(|(from, to)| Rename::new(from, to))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Usage)?;
+    let filter = NamespaceFilter::new(&args.ns_include, &args.ns_exclude).map_err(Error::Usage)?;
+    // A file restore with --to needs no config at all: useful on a workstation.
+    let config = match (&args.archive, &args.to) {
+        (Some(_), Some(_)) => config().unwrap_or_default(),
+        _ => config()?,
+    };
+    let input: ByteStream = match (&args.archive, &args.id) {
+        (Some(path), _) => Box::pin(
+            tokio::fs::File::open(path)
+                .await
+                .map_err(|source| Error::Io { action: format!("opening archive {}", path.display()), source })?,
+        ),
+        (None, Some(id)) => {
+            let store = store::open(&config.storage)?;
+            let manifest = backup::resolve(store.as_ref(), &config.storage.prefix, id).await?;
+            eprintln!("restoring backup {} ({} documents)", manifest.id, manifest.documents());
+            store.get_stream(&backup::archive_key(&config.storage.prefix, &manifest.id, manifest.compression)).await?
+        }
+        (None, None) => return Err(Error::Usage("give a backup id, `latest`, or --archive FILE".into())),
+    };
+    let target = MongoConfig { uri: args.to.clone().unwrap_or(config.mongodb.uri.clone()), ..config.mongodb.clone() };
+    let client = mongo::connect(&target).await?;
+    let options = RestoreOptions {
+        filter,
+        renames,
+        drop: args.drop,
+        dry_run: args.dry_run,
+        parallel: config.restore.parallel_inserts,
+        batch_size: config.restore.batch_size,
+    };
+    let started = std::time::Instant::now();
+    let report = restore::restore(input, &client, &options).await?;
+    if args.dry_run {
+        print!("{}", report.plan);
+        eprintln!("dry run: nothing was changed");
+        return Ok(EXIT_OK);
+    }
+    for (ns, n) in &report.inserted {
+        eprintln!("restored {n} documents into {ns}");
+    }
+    eprintln!(
+        "restore complete: {} documents, {} oplog entries replayed, {} users/roles, {:.1}s",
+        report.documents(),
+        report.oplog_applied,
+        report.users_and_roles,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(EXIT_OK)
+}
