@@ -1,0 +1,116 @@
+//! Shared helpers for tests against the real server (`MBA_TEST_MONGODB_URI`, set by tests/harness/with-services.sh).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use bson::{Document, RawDocumentBuf, doc};
+use futures::TryStreamExt;
+use mongo_backup_agent::backup::{self, Manifest, Progress};
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::mongo::NamespaceFilter;
+use mongo_backup_agent::store::FilesystemStore;
+use mongodb::Client;
+
+/// The server under test; tests are never skipped, so a missing variable is a loud failure.
+pub fn uri() -> String {
+    std::env::var("MBA_TEST_MONGODB_URI")
+        .expect("MBA_TEST_MONGODB_URI is not set: run the tests with `make test` (tests/harness/with-services.sh)")
+}
+
+/// A database name unique to this test run, so tests can share one server in parallel.
+pub fn unique(name: &str) -> String {
+    format!("t_{name}_{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+pub async fn client() -> Client {
+    Client::with_uri_str(uri()).await.unwrap()
+}
+
+/// A config backing up `include` from the test server into `dir`.
+pub fn config(dir: &Path, include: &[String], extra: &str) -> Config {
+    let text = format!(
+        "[mongodb]\nuri = {:?}\n[storage]\npath = {:?}\nprefix = \"t\"\n[backup]\ninclude = {:?}\n{extra}",
+        uri(),
+        dir.display().to_string(),
+        include
+    );
+    Config::parse(&text).unwrap()
+}
+
+pub async fn run_backup(config: &Config) -> Manifest {
+    let store = FilesystemStore::new(&config.storage.path);
+    let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).unwrap();
+    backup::run(config, &filter, &store, &Progress::default()).await.unwrap()
+}
+
+/// Every document of a collection as raw bytes, sorted by `_id` so source and restore compare exactly.
+pub async fn raw_docs(client: &Client, db: &str, coll: &str) -> Vec<Vec<u8>> {
+    client
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.into_bytes())
+        .collect()
+}
+
+pub async fn indexes(client: &Client, db: &str, coll: &str) -> Vec<Document> {
+    let mut specs: Vec<Document> = client
+        .database(db)
+        .collection::<Document>(coll)
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| bson::to_document(&m).unwrap())
+        .collect();
+    specs.sort_by_key(|d| d.get_str("name").unwrap_or_default().to_string());
+    specs
+}
+
+pub async fn collection_options(client: &Client, db: &str, coll: &str) -> Document {
+    let specs: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! {"listCollections": 1, "filter": {"name": coll}})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    specs[0].get_document("options").cloned().unwrap_or_default()
+}
+
+/// Runs the binary with `args`; returns exit code, stdout, stderr.
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mongo-backup-agent")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `config` text to a file in `dir` and returns its path.
+pub fn config_file(dir: &Path, include: &[String]) -> String {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[mongodb]\nuri = {:?}\n[storage]\npath = {:?}\nprefix = \"t\"\n[backup]\ninclude = {:?}\n",
+            uri(),
+            dir.join("store").display().to_string(),
+            include
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
