@@ -38,13 +38,24 @@ output "ssh_host_key_fingerprint" {
   value       = tls_private_key.vm_host_ed25519.public_key_fingerprint_sha256
 }
 
+output "ssh_host_public_key" {
+  description = "The VM's SSH host public key (ssh_host_ed25519_key.pub)."
+  value       = trimspace(tls_private_key.vm_host_ed25519.public_key_openssh)
+}
+
+output "ssh_host_private_key" {
+  description = "The VM's SSH host private key. cloud-init installs it at first boot; read it only to install a rotated host key (docs/deploy.md)."
+  value       = tls_private_key.vm_host_ed25519.private_key_openssh
+  sensitive   = true
+}
+
 output "known_hosts" {
   description = "The known_hosts line the CronJob pins (same content as the Secret's known_hosts key)."
   value       = local.known_hosts
 }
 
 output "trigger_authorized_key" {
-  description = "authorized_keys line for the VM user mongo-backup-trigger: the trigger public key with restrict, from= the AKS subnet and the forced command. The Ansible role installs it."
+  description = "The authorized_keys line the VM user mongo-backup-trigger ends up with (the Ansible role writes it from ansible_vars): the trigger public key with restrict, from= the AKS subnet and the forced command."
   value       = local.trigger_authorized_key
 }
 
@@ -68,16 +79,21 @@ output "backup_blob_url" {
   value       = "${azurerm_storage_account.backups.primary_blob_endpoint}${azurerm_storage_container.backups.name}/${var.backup_prefix}/"
 }
 
-output "agent_storage_config" {
-  description = "The [storage] table of the agent's config.toml for this stack (the Ansible role writes the whole file)."
-  value       = <<-EOT
-    [storage]
-    kind = "azure"
-    account = "${azurerm_storage_account.backups.name}"
-    container = "${azurerm_storage_container.backups.name}"
-    prefix = "${var.backup_prefix}"
-    auth = "managed-identity"
-  EOT
+output "ansible_vars" {
+  description = "Variables for the Ansible role mongo_backup_agent from this stack (Blob target, trigger key with its from= restriction): terraform output -json ansible_vars > terraform-vars.json, then ansible-playbook … -e @../terraform/terraform-vars.json"
+  value = {
+    mongo_backup_agent_storage = {
+      kind      = "azure"
+      account   = azurerm_storage_account.backups.name
+      container = azurerm_storage_container.backups.name
+      prefix    = var.backup_prefix
+      auth      = "managed-identity"
+    }
+    mongo_backup_agent_trigger_keys = [{
+      key  = "${trimspace(tls_private_key.trigger.public_key_openssh)} ${local.trigger_user}@aks"
+      from = [var.aks_subnet_cidr]
+    }]
+  }
 }
 
 output "key_vault_name" {

@@ -37,6 +37,11 @@ variable "tags" {
   description = "Tags added to every Azure resource."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.tags : length(k) <= 512 && length(v) <= 256 && !can(regex("[<>%&\\\\?/]", k))])
+    error_message = "Tag names must be at most 512 characters without < > % & \\ ? /, and values at most 256 characters."
+  }
 }
 
 # ---------------------------------------------------------------------------------------------------------------------
