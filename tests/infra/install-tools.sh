@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the infra checks need on a fresh Debian 12 machine, idempotently, outside the work tree:
-#   - Debian packages: openssh-server (a real sshd for the SSH test), python3-venv, iproute2 (lo up inside `unshare -n`);
+#   - Debian packages: openssh-server (a real sshd for the SSH test), shellcheck (the VM bootstrap script),
+#     python3-venv, iproute2 (lo up inside `unshare -n`);
+#   - Debian's cloud-init, unpacked (not installed: it must not run on this machine) for `cloud-init schema`;
 #   - three venvs under $MBA_CACHE_DIR/infra, one per requirements file in tests/infra/requirements/ (checkov is kept
 #     apart from python-hcl2 because their parser pins clash). A venv is rebuilt only when its requirements file changes.
 # Prints the path of the tools directory on its last line.
@@ -13,6 +15,7 @@ mkdir -p "$cache"
 need_apt=()
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v useradd >/dev/null || need_apt+=(passwd)
@@ -28,6 +31,23 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+# cloud-init's schema validator, from Debian's package, unpacked into the cache and run with the tests venv.
+cloud_init_dir="$cache/cloud-init"
+if [ ! -d "$cloud_init_dir/usr/lib/python3/dist-packages/cloudinit" ]; then
+    echo "install-tools: unpacking Debian's cloud-init" >&2
+    dl="$(mktemp -d)"
+    chown _apt "$dl" 2>/dev/null || true # apt downloads as its sandbox user when it can
+    if ! (cd "$dl" && apt-get download -qq cloud-init >&2); then
+        # No package lists yet on a fresh machine.
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+        (cd "$dl" && apt-get download -qq cloud-init >&2)
+    fi
+    rm -rf "$cloud_init_dir.tmp"
+    dpkg -x "$dl"/cloud-init_*.deb "$cloud_init_dir.tmp"
+    rm -rf "$dl" "$cloud_init_dir"
+    mv "$cloud_init_dir.tmp" "$cloud_init_dir"
 fi
 
 make_venv() { # name -> venv with requirements/<name>.txt installed

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make test-infra`: installs the checking tools (tests/infra/install-tools.sh, cached in $MBA_CACHE_DIR/infra) and runs
+# the infra suite: terraform fmt, python-hcl2 cross-references, cloud-init schema, shellcheck, the kustomize render,
+# kubernetes-validate --strict, the CronJob's security fields, checkov with its accepted skips, and the CronJob's ssh
+# command against a real sshd with the agent's `trigger` as forced command. Extra arguments go to pytest (-k, -x, …).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+MBA_INFRA_TOOLS="$(bash "$here/install-tools.sh" | tail -n 1)"
+export MBA_INFRA_TOOLS
+export PYTHONDONTWRITEBYTECODE=1
+
+cd "$here"
+exec "$MBA_INFRA_TOOLS/venv-tests/bin/python" -m pytest -p no:cacheprovider -ra "$@" .

@@ -1,0 +1,384 @@
+"""The CronJob's exact ssh command line, taken from the rendered manifest, against a real OpenSSH sshd on loopback
+that plays the VM: host key pinned through known_hosts, the trigger key in authorized_keys as the Ansible role writes it
+from Terraform's ansible_vars (restrict, from=, forced command), and the real agent's `trigger` as the forced command.
+
+Only the host, the port and the /secrets directory of the command line are substituted. The client runs the way the
+kicker pod runs it, all taken from the manifest: as its runAsUser/runAsGroup with the fsGroup as supplementary group,
+the key root-owned with the mode kubelet derives from defaultMode and fsGroup (0400 → 0440, group fsGroup), and a
+home directory it cannot write.
+
+Users exist only inside private mount namespaces (a copy of /etc/passwd and /etc/group is bind-mounted over the
+real ones), so the machine's own accounts are never touched.
+
+The forced command defaults to `<repo>/target/debug/mongo-backup-agent trigger` (built with `cargo build` first);
+MBA_TEST_TRIGGER_COMMAND replaces it, for developing this test against another program."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import infra_lib as lib
+
+TRIGGER_HOME_MODE = 0o755
+
+
+@dataclass
+class Vm:
+    """The loopback stand-in for the MongoDB VM and the kicker pod's view of it."""
+
+    base: Path
+    port: int
+    passwd: Path
+    group: Path
+    trigger_user: str
+    trigger_uid: int
+    trigger_home: Path
+    forced_command: str
+    kicker_uid: int
+    kicker_gid: int
+    kicker_groups: str
+    kicker_home: Path
+    secrets: Path
+    secret_mode: int
+    secret_group: int
+    sshd_log: Path
+    real_agent: bool
+
+    def namespaced(self, argv: list[str]) -> list[str]:
+        """argv in a private mount namespace where the test users exist."""
+        script = 'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && shift 2 && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh",
+                str(self.passwd), str(self.group), *argv]
+
+    def as_kicker(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run argv the way the kicker container runs its command."""
+        drop = ["setpriv", f"--reuid={self.kicker_uid}", f"--regid={self.kicker_gid}",
+                f"--groups={self.kicker_groups}", "--inh-caps=-all", "--",
+                "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                f"HOME={self.kicker_home}"]
+        return subprocess.run(self.namespaced(drop + argv), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, cwd="/")
+
+    def trigger_directly(self, original_command: str) -> subprocess.CompletedProcess[str]:
+        """The forced command run as sshd runs it for the trigger user, without ssh in between."""
+        drop = ["setpriv", f"--reuid={self.trigger_uid}", f"--regid={self.trigger_uid}", "--init-groups",
+                "--inh-caps=-all", "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/games",
+                f"HOME={self.trigger_home}", f"USER={self.trigger_user}", f"LOGNAME={self.trigger_user}",
+                "SHELL=/bin/sh", f"SSH_ORIGINAL_COMMAND={original_command}", "/bin/sh", "-c", self.forced_command]
+        return subprocess.run(self.namespaced(drop), capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, cwd=self.trigger_home)
+
+    def log_mark(self) -> int:
+        return self.sshd_log.stat().st_size
+
+    def log_since(self, mark: int) -> str:
+        time.sleep(0.2)  # sshd writes its last lines as the connection closes
+        with open(self.sshd_log, encoding="utf-8", errors="replace") as f:
+            f.seek(mark)
+            return f.read()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_uid(taken: set[int]) -> int:
+    return next(u for u in range(64900, 65500) if u not in taken)
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
+    return Path(f"{path}.pub").read_text().strip()
+
+
+def _forced_command() -> tuple[str, bool]:
+    override = os.environ.get("MBA_TEST_TRIGGER_COMMAND")
+    if override:
+        return override, False
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
+    out = subprocess.run([cargo, "build", "--bin", "mongo-backup-agent"], cwd=lib.REPO, capture_output=True, text=True,
+                         timeout=3600)
+    assert out.returncode == 0, f"cargo build failed:\n{out.stderr[-4000:]}"
+    binary = lib.REPO / "target" / "debug" / "mongo-backup-agent"
+    assert binary.is_file(), f"{binary} was not built"
+    return f"{binary} trigger", True
+
+
+def kubelet_secret_file(pod: dict) -> tuple[int, int]:
+    """Mode and group kubelet gives the files of the pod's secret volume: root-owned, the item's mode or defaultMode
+    (default 0644), and with an fsGroup the files belong to that group and get group read (volume.SetVolumeOwnership
+    ORs 0440 into a read-only volume's files)."""
+    (volume,) = [v["secret"] for v in pod["volumes"] if "secret" in v]
+    modes = {i.get("mode", volume.get("defaultMode", 0o644)) for i in volume.get("items", [])} or {volume.get("defaultMode", 0o644)}
+    assert len(modes) == 1, f"one mode for both files expected: {modes}"
+    mode = modes.pop()
+    fs_group = pod.get("securityContext", {}).get("fsGroup")
+    if fs_group is None:
+        return mode, 0
+    return mode | 0o440, fs_group
+
+
+ANSIBLE_AUTHORIZED_KEYS = lib.REPO / "ansible" / "roles" / "mongo_backup_agent" / "templates" / "authorized_keys.j2"
+PACKAGED_TRIGGER = "/usr/bin/mongo-backup-agent trigger"
+
+
+def authorized_keys(client_pub: str, from_cidrs: list[str], forced_command: str, trigger_user: str) -> str:
+    """The trigger user's authorized_keys as the VM gets it: the Ansible role's template rendered with what Terraform's
+    ansible_vars output feeds it, the packaged binary's path swapped for the one under test. Terraform's own
+    trigger_authorized_key must describe the same line."""
+    import jinja2
+
+    env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = env.from_string(ANSIBLE_AUTHORIZED_KEYS.read_text()).render(
+        ansible_managed="test",
+        mongo_backup_agent_trigger_keys=[{"key": f"{client_pub} {trigger_user}@aks", "from": from_cidrs}],
+        mongo_backup_agent_trigger_from=[],
+    )
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(lines) == 1, text
+
+    tf_line = lib.unquote(lib.locals_()["trigger_authorized_key"])
+    for k, v in {
+        "${var.aks_subnet_cidr}": ",".join(from_cidrs),
+        "${local.trigger_forced_command}": lib.literal(lib.locals_()["trigger_forced_command"]),
+        "${trimspace(tls_private_key.trigger.public_key_openssh)}": client_pub,
+        "${local.trigger_user}": trigger_user,
+    }.items():
+        assert k in tf_line, f"trigger_authorized_key no longer contains {k}: update this test"
+        tf_line = tf_line.replace(k, v)
+    assert lines[0] == tf_line, f"Ansible writes\n  {lines[0]}\nTerraform's trigger_authorized_key says\n  {tf_line}"
+
+    assert f'command="{PACKAGED_TRIGGER}"' in lines[0]
+    return lines[0].replace(f'command="{PACKAGED_TRIGGER}"', f'command="{forced_command}"') + "\n"
+
+
+@pytest.fixture(scope="module")
+def vm() -> Iterator[Vm]:
+    loc = lib.locals_()
+    trigger_user = lib.literal(loc["trigger_user"])
+    alias = lib.literal(loc["ssh_host_key_alias"])
+    pod = lib.rendered_object("CronJob", "mongo-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    kicker_uid, kicker_gid = psc["runAsUser"], psc.get("runAsGroup", 0)
+    fs_group = psc.get("fsGroup")
+    file_mode, file_group = kubelet_secret_file(pod)
+    forced_command, real_agent = _forced_command()
+
+    base = Path(tempfile.mkdtemp(prefix="mba-ssh-"))
+    base.chmod(0o755)  # the trigger user must reach its home and the agent binary's directory
+    sshd_dir, secrets = base / "sshd", base / "secrets"
+    sshd_dir.mkdir(mode=0o700)
+    secrets.mkdir(mode=0o755)
+
+    # Accounts, visible only inside the namespaces made by Vm.namespaced.
+    host_passwd = Path("/etc/passwd").read_text().splitlines()
+    host_group = Path("/etc/group").read_text().splitlines()
+    taken = {int(line.split(":")[2]) for line in host_passwd if line.count(":") >= 6}
+    trigger_uid = _free_uid(taken | {kicker_uid})
+    trigger_home = base / "home" / trigger_user
+    kicker_home = base / "kicker-home"
+    kicker_home.mkdir(mode=0o555)  # like the pod's read-only root filesystem
+    ours = {trigger_user, "kicker"}
+    passwd = [ln for ln in host_passwd if ln.split(":")[0] not in ours and ln.split(":")[2:3] not in ([str(trigger_uid)], [str(kicker_uid)])]
+    passwd += [
+        f"{trigger_user}:*:{trigger_uid}:{trigger_uid}:mongo-backup trigger (test):{trigger_home}:/bin/sh",
+        f"kicker:x:{kicker_uid}:{kicker_gid}::{kicker_home}:/usr/sbin/nologin",
+    ]
+    gids = {trigger_uid, kicker_gid} | ({fs_group} if fs_group is not None else set())
+    group = [ln for ln in host_group if ln.split(":")[0] not in ours and int(ln.split(":")[2]) not in gids]
+    group += [f"{trigger_user}:x:{trigger_uid}:", f"kicker:x:{kicker_gid}:"]
+    if fs_group is not None and fs_group != kicker_gid:
+        group.append(f"kicker-fs:x:{fs_group}:")
+    (base / "passwd").write_text("\n".join(passwd) + "\n")
+    (base / "group").write_text("\n".join(group) + "\n")
+
+    # The VM side: host key, and the trigger user's authorized_keys as the Ansible role writes it (StrictModes-clean).
+    host_pub = _keygen(sshd_dir / "ssh_host_ed25519_key")
+    client_pub = _keygen(base / "client_key")
+    (trigger_home / ".ssh").mkdir(parents=True, mode=0o700)
+    (trigger_home / ".ssh" / "authorized_keys").write_text(authorized_keys(client_pub, ["127.0.0.1/32"], forced_command, trigger_user))
+    for path, mode in ((trigger_home, TRIGGER_HOME_MODE), (trigger_home / ".ssh", 0o700),
+                       (trigger_home / ".ssh" / "authorized_keys", 0o600)):
+        os.chown(path, trigger_uid, trigger_uid)
+        path.chmod(mode)
+
+    # The pod side: the Secret's two keys as kubelet mounts them.
+    shutil.copy(base / "client_key", secrets / "id_ed25519")
+    (secrets / "known_hosts").write_text(f"{alias} {host_pub}\n")  # = local.known_hosts (test_consistency checks)
+    for name in ("id_ed25519", "known_hosts"):
+        os.chown(secrets / name, 0, file_group)
+        (secrets / name).chmod(file_mode)
+
+    port = _free_port()
+    sshd_log = base / "sshd.log"
+    sshd_log.touch()
+    config = sshd_dir / "sshd_config"
+    config.write_text(f"""\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {sshd_dir}/ssh_host_ed25519_key
+PidFile {sshd_dir}/sshd.pid
+AuthorizedKeysFile .ssh/authorized_keys
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+PermitUserEnvironment no
+StrictModes yes
+UsePAM no
+AllowUsers {trigger_user}
+LogLevel VERBOSE
+""")
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
+    vm = Vm(base, port, base / "passwd", base / "group", trigger_user, trigger_uid, trigger_home, forced_command,
+            kicker_uid, kicker_gid, ",".join(str(g) for g in sorted(gids - {trigger_uid})), kicker_home, secrets,
+            file_mode, file_group, sshd_log, real_agent)
+    test = subprocess.run(vm.namespaced(["/usr/sbin/sshd", "-t", "-f", str(config)]), capture_output=True, text=True)
+    assert test.returncode == 0, f"sshd -t rejected the test config:\n{test.stderr}"
+    sshd = subprocess.Popen(vm.namespaced(["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(sshd_log)]))
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert sshd.poll() is None, f"sshd exited with {sshd.returncode}:\n{sshd_log.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"sshd did not listen on {port}:\n{sshd_log.read_text()}"
+                time.sleep(0.1)
+        yield vm
+    finally:
+        sshd.terminate()
+        try:
+            sshd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sshd.kill()
+            sshd.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def cronjob_command(vm: Vm, remote_command: str | None = None, secrets: Path | None = None) -> list[str]:
+    """The rendered CronJob's command with only host, port and the /secrets directory substituted."""
+    container = lib.cronjob_container()
+    cmd = list(container["command"])
+    env_names = {e["name"] for e in container["env"]}
+    used = {v for arg in cmd for v in re.findall(r"\$\((\w+)\)", arg)}
+    assert used == {"MONGO_VM_HOST", "MONGO_VM_SSH_PORT"} and used <= env_names, (used, env_names)
+    subs = {"$(MONGO_VM_HOST)": "127.0.0.1", "$(MONGO_VM_SSH_PORT)": str(vm.port), "/secrets/": f"{secrets or vm.secrets}/"}
+    out = []
+    for arg in cmd:
+        for k, v in subs.items():
+            arg = arg.replace(k, v)
+        out.append(arg)
+    assert sum(a != b for a, b in zip(cmd, out)) == 4, f"expected to substitute host, port and the 2 secret paths: {out}"
+    if remote_command is not None:
+        assert out[-1] == "run-now"
+        out[-1] = remote_command
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The kick works, and its exit status is the trigger's
+
+def test_run_now_returns_the_triggers_exit_status(vm: Vm) -> None:
+    mark = vm.log_mark()
+    via_ssh = vm.as_kicker(cronjob_command(vm))
+    log = vm.log_since(mark)
+    assert f"Accepted publickey for {vm.trigger_user}" in log, f"ssh did not log in:\n{via_ssh.stderr}\n{log}"
+    assert via_ssh.returncode != 255, f"ssh itself failed:\n{via_ssh.stderr}\n{log}"
+
+    direct = vm.trigger_directly("run-now")
+    assert via_ssh.returncode == direct.returncode, (
+        f"Job status {via_ssh.returncode} != trigger's {direct.returncode}\nssh: {via_ssh.stderr}\ndirect: {direct.stderr}"
+    )
+    # What the trigger says reaches the Job's log.
+    assert direct.stderr.strip() in via_ssh.stderr and direct.stdout == via_ssh.stdout
+
+    if vm.real_agent:
+        # No daemon runs in this test, so the real trigger must fail and say why (binary-dependent assertion).
+        assert direct.returncode != 0, f"trigger run-now succeeded without a daemon?\n{direct.stdout}{direct.stderr}"
+        assert "daemon" in (direct.stdout + direct.stderr).lower(), direct.stdout + direct.stderr
+
+
+@pytest.mark.parametrize("hostile", ["rm -rf /", "run-now; id", "/bin/sh", "run-now run-now", ""])
+def test_any_other_command_exits_2(vm: Vm, hostile: str) -> None:
+    via_ssh = vm.as_kicker(cronjob_command(vm, remote_command=hostile) if hostile else cronjob_command(vm)[:-1])
+    assert via_ssh.returncode == 2, f"ssh … {hostile!r} exited {via_ssh.returncode}:\n{via_ssh.stdout}{via_ssh.stderr}"
+    assert vm.trigger_directly(hostile).returncode == 2
+
+
+def test_status_is_answered_by_the_trigger(vm: Vm) -> None:
+    via_ssh = vm.as_kicker(cronjob_command(vm, remote_command="status"))
+    direct = vm.trigger_directly("status")
+    assert via_ssh.returncode == direct.returncode != 255, via_ssh.stderr
+    assert direct.stdout == via_ssh.stdout
+
+
+def test_forced_command_is_a_real_trigger(vm: Vm) -> None:
+    """Guards the tests above against passing vacuously: an agent without `trigger` also exits 2 (usage error)."""
+    if not vm.real_agent:
+        pytest.skip("MBA_TEST_TRIGGER_COMMAND replaces the agent")
+    binary = vm.forced_command.rsplit(" ", 1)[0]
+    out = subprocess.run([binary, "help", "trigger"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"{binary} has no `trigger` subcommand yet:\n{out.stderr}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What must be refused (independent of the agent: ssh and sshd refuse before any command runs)
+
+def _secrets_with(vm: Vm, name: str, known_hosts: str | None = None, key_from: Path | None = None) -> Path:
+    d = vm.base / name
+    d.mkdir(mode=0o755)
+    shutil.copy(key_from or vm.secrets / "id_ed25519", d / "id_ed25519")
+    (d / "known_hosts").write_text(known_hosts if known_hosts is not None else (vm.secrets / "known_hosts").read_text())
+    for f in ("id_ed25519", "known_hosts"):
+        os.chown(d / f, 0, vm.secret_group)
+        (d / f).chmod(vm.secret_mode)
+    return d
+
+
+def test_wrong_host_key_is_refused(vm: Vm) -> None:
+    alias = (vm.secrets / "known_hosts").read_text().split()[0]
+    impostor = _keygen(vm.base / "impostor_host_key")
+    secrets = _secrets_with(vm, "secrets-wrong-host", known_hosts=f"{alias} {impostor}\n")
+    mark = vm.log_mark()
+    out = vm.as_kicker(cronjob_command(vm, secrets=secrets))
+    assert out.returncode == 255
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in out.stderr and "Host key verification failed" in out.stderr, out.stderr
+    assert "Accepted publickey" not in vm.log_since(mark), "the client authenticated to a host it should not trust"
+
+
+def test_unknown_host_is_not_trusted_on_first_use(vm: Vm) -> None:
+    host_line = (vm.secrets / "known_hosts").read_text().split(maxsplit=1)[1]
+    secrets = _secrets_with(vm, "secrets-other-alias", known_hosts=f"some-other-host {host_line}")
+    out = vm.as_kicker(cronjob_command(vm, secrets=secrets))
+    assert out.returncode == 255 and "Host key verification failed" in out.stderr, out.stderr
+    assert (secrets / "known_hosts").read_text().startswith("some-other-host "), "ssh must not add keys to known_hosts"
+
+
+def test_key_not_in_authorized_keys_is_refused(vm: Vm) -> None:
+    _keygen(vm.base / "stranger_key")
+    secrets = _secrets_with(vm, "secrets-stranger", key_from=vm.base / "stranger_key")
+    out = vm.as_kicker(cronjob_command(vm, secrets=secrets))
+    assert out.returncode == 255 and "Permission denied (publickey)" in out.stderr, out.stderr
+
+
+def test_key_is_refused_from_outside_the_from_restriction(vm: Vm) -> None:
+    """The authorized_keys from= (Terraform: the AKS subnet) is enforced: the same key from 127.0.0.2 is refused."""
+    cmd = cronjob_command(vm)
+    out = vm.as_kicker(cmd[:1] + ["-b", "127.0.0.2"] + cmd[1:])
+    assert out.returncode == 255 and "Permission denied (publickey)" in out.stderr, out.stderr
