@@ -30,9 +30,6 @@ import pytest
 
 import infra_lib as lib
 
-TRIGGER_HOME_MODE = 0o755
-
-
 @dataclass
 class Vm:
     """The loopback stand-in for the MongoDB VM and the kicker pod's view of it."""
@@ -210,9 +207,9 @@ def vm() -> Iterator[Vm]:
     client_pub = _keygen(base / "client_key")
     (trigger_home / ".ssh").mkdir(parents=True, mode=0o700)
     (trigger_home / ".ssh" / "authorized_keys").write_text(authorized_keys(client_pub, ["127.0.0.1/32"], forced_command, trigger_user))
-    for path, mode in ((trigger_home, TRIGGER_HOME_MODE), (trigger_home / ".ssh", 0o700),
-                       (trigger_home / ".ssh" / "authorized_keys", 0o600)):
-        os.chown(path, trigger_uid, trigger_uid)
+    # Owners and modes as the Ansible role sets them: root's, so the trigger user cannot rewrite its forced command.
+    for path, mode in ((trigger_home, 0o755), (trigger_home / ".ssh", 0o755), (trigger_home / ".ssh" / "authorized_keys", 0o644)):
+        os.chown(path, 0, 0)
         path.chmod(mode)
 
     # The pod side: the Secret's two keys as kubelet mounts them.
