@@ -163,16 +163,76 @@ pub enum StorageKind {
     Azure,
 }
 
+/// `auth` of `[storage]` for Azure: how the agent proves who it is. Chosen explicitly; there is no hidden chain
+/// that silently falls back to another identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureAuth {
+    /// The VM's managed identity (system-assigned, or user-assigned when `client_id` is set); no secret at all.
+    #[default]
+    ManagedIdentity,
+    /// Entra workload identity: a federated token file (`federated_token_file` or `$AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity,
+    /// A service principal: `tenant_id`, `client_id` and the secret `azure-client-secret`.
+    ClientSecret,
+    /// A SAS token or SAS URL: the secret `azure-sas`.
+    Sas,
+    /// A storage connection string with the account key (secret `azure-connection-string`), signed with SharedKey.
+    ConnectionString,
+}
+
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Which backend.
+    /// Which backend. Setting `url` selects Azure as well.
     pub kind: StorageKind,
     /// Key prefix: backups live under `<prefix>/<backup-id>/`.
     pub prefix: String,
     /// Filesystem backend: root directory.
     pub path: PathBuf,
+    /// Azure: storage account name (else taken from `url`, `endpoint` or the connection string).
+    pub account: Option<String>,
+    /// Azure: blob container; the agent never creates it (infrastructure does), so it needs no account-wide rights.
+    pub container: Option<String>,
+    /// Azure: blob service endpoint, when not `https://<account>.blob.core.windows.net` (private endpoints,
+    /// sovereign clouds, Azurite's `http://127.0.0.1:10000/devstoreaccount1`).
+    pub endpoint: Option<String>,
+    /// Azure: all of account, container and prefix in one `https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX`.
+    pub url: Option<String>,
+    /// Azure: how to authenticate.
+    pub auth: AzureAuth,
+    /// Azure: client id of a user-assigned managed identity, workload identity or service principal.
+    pub client_id: Option<String>,
+    /// Azure: Entra tenant of a service principal or workload identity.
+    pub tenant_id: Option<String>,
+    /// Azure, `auth = "connection-string"`: file holding the connection string (secret `azure-connection-string`).
+    pub connection_string_file: Option<PathBuf>,
+    /// Azure, `auth = "sas"`: file holding the SAS token or SAS URL (secret `azure-sas`).
+    pub sas_file: Option<PathBuf>,
+    /// Azure, `auth = "client-secret"`: file holding the client secret (secret `azure-client-secret`).
+    pub client_secret_file: Option<PathBuf>,
+    /// Azure, `auth = "workload-identity"`: the projected service-account token.
+    pub federated_token_file: Option<PathBuf>,
+    /// Azure: REST API version to send, when the SDK's default is newer than the service (Azure Stack, Azurite).
+    pub api_version: Option<String>,
+    /// Azure: first block size in KiB. Blocks grow as the archive grows so that a blob stays under Azure's
+    /// 50,000-block limit (a 4 TiB archive fits); upload memory is about block size × (blocks in flight + 1).
+    pub block_size_kib: u64,
+    /// Azure: most blocks uploading at once.
+    pub upload_concurrency: usize,
+    /// Azure: memory for blocks in flight, in MiB; fewer blocks fly at once once blocks have grown past
+    /// `upload_buffer_mib / upload_concurrency`, so memory stays bounded whatever the archive size.
+    pub upload_buffer_mib: u64,
+    /// Azure: size of one ranged read when downloading, in KiB.
+    pub download_chunk_kib: u64,
+    /// Azure: ranged reads in flight when downloading; download memory is about chunk × (this + 1).
+    pub download_concurrency: usize,
+    /// Azure: time one request may take before it is abandoned and retried, plus one second per MiB it carries.
+    pub request_timeout_secs: u64,
+    /// Azure: total time spent retrying one request on transient errors (5xx, 408, 429, connection loss)
+    /// before the operation fails. Permanent errors (403, 404, TLS trust) are never retried.
+    pub retry_max_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -181,7 +241,38 @@ impl Default for StorageConfig {
             kind: StorageKind::Filesystem,
             prefix: "mongodb".into(),
             path: PathBuf::from("/var/lib/mongo-backup-agent/backups"),
+            account: None,
+            container: None,
+            endpoint: None,
+            url: None,
+            auth: AzureAuth::ManagedIdentity,
+            client_id: None,
+            tenant_id: None,
+            connection_string_file: None,
+            sas_file: None,
+            client_secret_file: None,
+            federated_token_file: None,
+            api_version: None,
+            block_size_kib: 8 * 1024,
+            upload_concurrency: 4,
+            upload_buffer_mib: 64,
+            download_chunk_kib: 8 * 1024,
+            download_concurrency: 4,
+            request_timeout_secs: 60,
+            retry_max_secs: 120,
         }
+    }
+}
+
+impl StorageConfig {
+    /// Whether backups go to Azure Blob: `kind = "azure"`, or a `url` given.
+    pub fn is_azure(&self) -> bool {
+        self.kind == StorageKind::Azure || self.url.is_some()
+    }
+
+    /// The prefix backups live under: the PREFIX part of `url` when it has one, else `prefix`.
+    pub fn key_prefix(&self) -> String {
+        crate::store::azure::url_prefix(self).unwrap_or_else(|| self.prefix.clone())
     }
 }
 
@@ -241,6 +332,7 @@ impl Config {
         check(!self.mongodb.uri.is_empty(), "mongodb.uri must be set")?;
         crate::mongo::NamespaceFilter::new(&b.include, &b.exclude)
             .map_err(|e| ConfigError::Invalid(format!("backup.include/exclude: {e}")))?;
+        crate::store::azure::validate_config(&self.storage).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

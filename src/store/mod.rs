@@ -3,6 +3,7 @@
 //! The pipeline only ever sees [`ObjectStore`]; a backend proves itself by passing the shared contract tests in
 //! `tests/store_contract.rs`.
 
+pub mod azure;
 mod digest;
 mod fs;
 
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+pub use azure::AzureStore;
 pub use digest::DigestingReader;
 pub use fs::FilesystemStore;
 
@@ -144,9 +146,8 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 pub fn open(config: &crate::config::StorageConfig) -> Result<std::sync::Arc<dyn ObjectStore>, StoreError> {
     use crate::config::StorageKind;
     match config.kind {
-        StorageKind::Filesystem => Ok(std::sync::Arc::new(FilesystemStore::new(&config.path))),
-        StorageKind::Azure => Err(StoreError::Backend(
-            "storage.kind = \"azure\" is not supported by this build yet; use kind = \"filesystem\"".into(),
-        )),
+        // A `url` selects Azure even when `kind` was left at its default.
+        StorageKind::Filesystem if !config.is_azure() => Ok(std::sync::Arc::new(FilesystemStore::new(&config.path))),
+        StorageKind::Filesystem | StorageKind::Azure => Ok(std::sync::Arc::new(AzureStore::open(config)?)),
     }
 }
