@@ -167,12 +167,12 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
 
     fn start_block(&mut self, ns: usize) -> Result<(), ArchiveError> {
         let namespace = &self.prelude[ns].namespace;
-        if namespace.is_oplog() {
-            if let Some(pending) = self.unfinished_collections().find(|p| !p.is_oplog()) {
-                return Err(ArchiveError::Structure(format!(
-                    "oplog data before {pending} ended; the oplog must come after every collection"
-                )));
-            }
+        if namespace.is_oplog()
+            && let Some(pending) = self.unfinished_collections().find(|p| !p.is_oplog())
+        {
+            return Err(ArchiveError::Structure(format!(
+                "oplog data before {pending} ended; the oplog must come after every collection"
+            )));
         }
         if !self.states[ns].open {
             self.states[ns].open = true;

@@ -23,10 +23,11 @@ pub struct ServerInfo {
 pub async fn connect(config: &MongoConfig) -> Result<Client> {
     let unreachable = |source| Error::Unreachable { uri: config.uri.clone(), source };
     let mut options = ClientOptions::parse(&config.uri).await.map_err(unreachable)?;
-    if let Some(credential) = options.credential.as_mut() {
-        if credential.password.is_none() && credential.username.is_some() {
-            credential.password = read_secret("mongodb-password", config.password_file.as_deref())?;
-        }
+    if let Some(credential) = options.credential.as_mut()
+        && credential.password.is_none()
+        && credential.username.is_some()
+    {
+        credential.password = read_secret("mongodb-password", config.password_file.as_deref())?;
     }
     options.app_name = Some(format!("mongo-backup-agent/{}", env!("CARGO_PKG_VERSION")));
     options.server_selection_timeout.get_or_insert(Duration::from_secs(10));

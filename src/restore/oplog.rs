@@ -119,10 +119,10 @@ pub fn update_from_oplog(o: &Document) -> Option<Vec<Document>> {
                 }
             }
             for t in diff.get_array("truncatedArrays").cloned().unwrap_or_default() {
-                if let Bson::Document(t) = t {
-                    if let (Ok(field), Some(size)) = (t.get_str("field"), t.get("newSize")) {
-                        truncate.insert(field, doc! {"$each": [], "$slice": size.clone()});
-                    }
+                if let Bson::Document(t) = t
+                    && let (Ok(field), Some(size)) = (t.get_str("field"), t.get("newSize"))
+                {
+                    truncate.insert(field, doc! {"$each": [], "$slice": size.clone()});
                 }
             }
         } else {
