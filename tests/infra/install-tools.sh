@@ -19,7 +19,14 @@ command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v useradd >/dev/null || need_apt+=(passwd)
-if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then need_apt+=(python3-venv); fi
+# Debian's python3 ships without a working venv/ensurepip until python3-venv is installed: try making one.
+probe="$(mktemp -d)"
+if ! command -v python3 >/dev/null; then
+    need_apt+=(python3 python3-venv)
+elif ! python3 -m venv "$probe/v" >/dev/null 2>&1; then
+    need_apt+=(python3-venv)
+fi
+rm -rf "$probe"
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "install-tools: apt-get install ${need_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

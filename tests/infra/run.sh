@@ -8,7 +8,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 MBA_INFRA_TOOLS="$(bash "$here/install-tools.sh" | tail -n 1)"
 export MBA_INFRA_TOOLS
-export PYTHONDONTWRITEBYTECODE=1
+# Bytecode caches go to the tools cache: none in the work tree, and checkov does not recompile on every run.
+export PYTHONPYCACHEPREFIX="$MBA_INFRA_TOOLS/pycache"
 
 cd "$here"
 exec "$MBA_INFRA_TOOLS/venv-tests/bin/python" -m pytest -p no:cacheprovider -ra "$@" .
