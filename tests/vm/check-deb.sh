@@ -103,7 +103,7 @@ check_man_page() { # renders without groff warnings and documents the daemon and
     local text
     text=$(MANWIDTH=100 man --warnings -l "$work/pkg/usr/share/man/man1/mongo-backup-agent.1.gz" 2>"$work/man.err")
     [[ ! -s $work/man.err ]] || { cat "$work/man.err"; return 1; }
-    grep -q 'serve' <<<"$text" && grep -q 'trigger' <<<"$text" || { echo "man page lacks serve/trigger"; return 1; }
+    if ! grep -q 'serve' <<<"$text" || ! grep -q 'trigger' <<<"$text"; then echo "man page lacks serve/trigger"; return 1; fi
 }
 check_completions() {
     grep -q 'mongo-backup-agent' "$work/pkg/usr/share/bash-completion/completions/mongo-backup-agent" &&
