@@ -66,7 +66,8 @@ check_depends() { # every libc6 (>= X) in Depends must be satisfiable by Ubuntu 
     local depends v
     depends=$(sed -n 's/^Depends: //p' "$work/control/control")
     echo "Depends: $depends"
-    v=$(grep -o 'libc6 (>= [0-9.]*)' <<<"$depends" | grep -o '[0-9][0-9.]*') || { echo "no libc6 dependency"; return 1; }
+    v=$(sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p' <<<"$depends")
+    [[ -n $v ]] || { echo "no libc6 (>= X) dependency"; return 1; }
     [[ $(printf '%s\n%s\n' "$v" "$MAX_GLIBC" | sort -V | tail -n 1) == "$MAX_GLIBC" ]] || { echo "libc6 >= $v"; return 1; }
     ! grep -qE 'libgcc-s1($|,)' <<<"$depends" || grep -q 'libgcc1' <<<"$depends" || { echo "libgcc-s1 alone: not on 18.04"; return 1; }
 }
