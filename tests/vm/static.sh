@@ -130,6 +130,20 @@ restrict,from="10.0.0.0/8,192.0.2.1",command="/usr/bin/mongo-backup-agent trigge
     [[ $(grep -v '^#' "$keys") == "$want" ]] || { cat "$keys"; return 1; }
 }
 
+check_example_inventory() { # the example inventory's variables render a config the agent's sections accept
+    (cd ansible && ansible-inventory -i inventory.example.ini --host mongodb-prod-1) >"$work/example-vars.json"
+    render "$work/r-example" true "$work/example-vars.json" >/dev/null
+    python3 - "$work/r-example/config.toml" <<'PY'
+import sys, tomllib
+cfg = tomllib.load(open(sys.argv[1], "rb"))
+assert cfg["storage"]["kind"] == "azure" and cfg["storage"]["auth"] == "managed-identity", cfg
+assert set(cfg) <= {"mongodb", "backup", "storage", "retention", "schedule", "notify", "metrics", "daemon",
+                    "restore"}, cfg
+PY
+    grep -q '^restrict,from="10.240.0.0/16",command="/usr/bin/mongo-backup-agent trigger" ssh-ed25519 ' \
+        "$work/r-example/authorized_keys" || { cat "$work/r-example/authorized_keys"; return 1; }
+}
+
 check "systemd-analyze verify prints nothing" check_unit_verify
 check "systemd-analyze security <= $MAX_EXPOSURE" check_unit_security
 check "unit keeps the required hardening" check_unit_directives
@@ -138,6 +152,7 @@ check "changelog version matches Cargo.toml" check_changelog_version
 check "ansible-playbook --syntax-check" check_ansible_syntax
 check "ansible-lint (production profile)" check_ansible_lint
 check "role templates: TOML, unit drop-in, authorized_keys" check_templates
+check "example inventory renders a valid config" check_example_inventory
 
 echo "$passed passed, $failures failed"
 ((failures == 0))
