@@ -159,11 +159,19 @@ impl Azurite {
         azurite
     }
 
+    /// Starts plain-http Azurite keeping everything in memory (faster; cannot survive a restart).
+    pub fn start_in_memory() -> Self {
+        Self::start_with(&["--inMemoryPersistence"], "http")
+    }
+
     fn spawn(&mut self) {
         let log = self.dir.path().join("azurite.log");
-        let mut child = Command::new(azurite_bin())
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string(), "--location"])
-            .arg(self.dir.path().join("data"))
+        let mut command = Command::new(azurite_bin());
+        command.current_dir(self.dir.path()).args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string()]);
+        if !self.extra.iter().any(|a| a == "--inMemoryPersistence") {
+            command.arg("--location").arg(self.dir.path().join("data"));
+        }
+        let mut child = command
             .args(["--disableTelemetry", "--silent", "--loose", "--skipApiVersionCheck"])
             .args(&self.extra)
             .stdout(std::fs::File::create(&log).unwrap())
