@@ -68,6 +68,8 @@ if [[ ! -x $CACHED_ROOT/usr/lib/systemd/systemd ]]; then
     # Nothing in the test needs these, and a timer firing apt mid-test would only add noise.
     rm -f "$CACHED_ROOT.tmp"/etc/systemd/system/timers.target.wants/*
     mv "$CACHED_ROOT.tmp" "$CACHED_ROOT"
+    # Roots cached under an older key are dead weight now.
+    find "$VM" -maxdepth 1 -name "$SUITE-*" ! -name "$(basename "$CACHED_ROOT")" -exec rm -rf {} +
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,6 +99,8 @@ on_exit() {
         return
     fi
     stop_container
+    # A passing run's copy of the root is of no further use (a failing one stays for a look).
+    if ((rc == 0)); then rm -rf "$RUN/root"; fi
 }
 trap on_exit EXIT
 
@@ -371,6 +375,16 @@ playbook check-again --check
 [[ $(recap check-again changed) == 0 ]] || die "check mode on the deployed VM would change $(recap check-again changed)"
 [[ $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] || die "service not active after rerun"
 ok "second run changed=0, check mode changed=0"
+
+# ---------------------------------------------------------------------------------------------------------------
+step "purge removes the package, its configuration and the secrets"
+vm_ssh root env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q mongo-backup-agent >"$RUN/purge.log" 2>&1 \
+    || die "purge failed: $(tail -n 20 "$RUN/purge.log")"
+[[ $(vm_ssh root systemctl is-active mongo-backup-agent || true) != active ]] || die "service still active"
+vm_ssh root sh -c '! test -e /etc/mongo-backup-agent && ! test -e /usr/bin/mongo-backup-agent' \
+    || die "files left after purge: $(vm_ssh root ls -R /etc/mongo-backup-agent)"
+vm_ssh root getent passwd mongo-backup-agent >/dev/null || die "purge removed the system user"
+ok "purge stopped the service and removed /etc/mongo-backup-agent (credentials included); the users stay"
 
 log "e2e done in $((SECONDS - started)) s"
 echo "$passed passed, 0 failed"
