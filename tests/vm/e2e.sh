@@ -365,6 +365,8 @@ log "stopped backup $stopped_id: committed blobs left: ${leftover:-none}"
 vm_ssh root mongo-backup-agent list >"$RUN/list2.out" 2>&1 || true
 ! grep -qF "$stopped_id" "$RUN/list2.out" || die "list shows the stopped backup"
 vm_ssh root systemctl start mongo-backup-agent
+"$python3" -c 'import sys; from pymongo import MongoClient; MongoClient(sys.argv[1]).drop_database(sys.argv[2])' \
+    "$MBA_TEST_MONGODB_URI" "$BIG_DB"
 ok "stop took $stop_secs s with a clean exit; the trigger got exit $kick_rc; no manifest for $stopped_id"
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,6 +377,19 @@ playbook check-again --check
 [[ $(recap check-again changed) == 0 ]] || die "check mode on the deployed VM would change $(recap check-again changed)"
 [[ $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] || die "service not active after rerun"
 ok "second run changed=0, check mode changed=0"
+
+# ---------------------------------------------------------------------------------------------------------------
+step "secrets without LoadCredential= (how systemd 237 on Ubuntu 18.04 gets them) work too"
+playbook directory-credentials -e mongo_backup_agent_credentials=directory
+vm_ssh root grep -qx 'Environment=CREDENTIALS_DIRECTORY=/etc/mongo-backup-agent/credentials' \
+    /etc/systemd/system/mongo-backup-agent.service.d/ansible.conf || die "drop-in does not point at the directory"
+[[ $(vm_ssh root stat -c '%a %U %G' /etc/mongo-backup-agent/credentials/azure-connection-string) == "640 root mongo-backup-agent" ]] \
+    || die "credential file mode in directory mode"
+[[ $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] || die "service not active in directory mode"
+before=$(manifests | grep -c . || true)
+vm_ssh mongo-backup-trigger run-now >"$RUN/kick-dir.out" 2>&1 || die "run-now in directory mode: $(cat "$RUN/kick-dir.out")"
+(($(manifests | grep -c .) == before + 1)) || die "no new manifest in directory mode"
+ok "with mongo_backup_agent_credentials=directory the agent reads its secret from the 0640 files and backs up"
 
 # ---------------------------------------------------------------------------------------------------------------
 step "purge removes the package, its configuration and the secrets"
