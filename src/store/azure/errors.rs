@@ -65,13 +65,15 @@ impl Whereabouts {
     /// Maps an SDK error from `operation` on `key` to a store error.
     pub fn failure(&self, operation: &'static str, key: &str, err: azure_core::Error) -> StoreError {
         let store = self.describe();
+        // "list" of everything has no key to name.
+        let subject = if key.is_empty() { format!("{operation} (all keys)") } else { format!("{operation} {key}") };
         let detail = redact(&chain(&err));
         match err.kind() {
             ErrorKind::HttpResponse { status, error_code, .. } => {
                 let code = error_code.as_deref().unwrap_or("");
                 match *status {
                     StatusCode::NotFound if code == "ContainerNotFound" => StoreError::Backend(format!(
-                        "{operation} {key}: container {} does not exist in storage account {}; create it (the \
+                        "{subject}: container {} does not exist in storage account {}; create it (the \
                          terraform in terraform/ does) or fix storage.container",
                         self.container, self.account
                     )),
@@ -82,7 +84,7 @@ impl Whereabouts {
                         StoreError::AlreadyExists { store, key: key.to_string() }
                     }
                     StatusCode::Unauthorized | StatusCode::Forbidden => StoreError::Backend(format!(
-                        "{operation} {key} in {store} was refused (HTTP {} {code}) using {}: {}",
+                        "{subject} in {store} was refused (HTTP {} {code}) using {}: {}",
                         u16::from(*status),
                         auth_name(self.auth),
                         self.refusal_hint()
@@ -93,7 +95,7 @@ impl Whereabouts {
                     )),
                     s if (500..600).contains(&u16::from(s)) || s == StatusCode::TooManyRequests => {
                         StoreError::Backend(format!(
-                            "{operation} {key} in {store}: the service kept failing (HTTP {} {code}) for the whole \
+                            "{subject} in {store}: the service kept failing (HTTP {} {code}) for the whole \
                              retry budget of {} s; check the storage account's health or raise \
                              storage.retry_max_secs",
                             u16::from(s),
@@ -101,31 +103,31 @@ impl Whereabouts {
                         ))
                     }
                     s => StoreError::Backend(format!(
-                        "{operation} {key} in {store} failed: HTTP {} {code}: {detail}",
+                        "{subject} in {store} failed: HTTP {} {code}: {detail}",
                         u16::from(s)
                     )),
                 }
             }
             ErrorKind::Credential => StoreError::Backend(format!(
-                "{operation} {key} in {store}: could not get an access token for {} ({}): {detail}; {}",
+                "{subject} in {store}: could not get an access token for {} ({}): {detail}; {}",
                 self.identity(),
                 auth_name(self.auth),
                 self.credential_hint()
             )),
             ErrorKind::Io | ErrorKind::Connection if super::retry::is_tls_failure(&err) => {
                 StoreError::Backend(format!(
-                    "{operation} {key} in {store}: TLS with {} failed: {detail}; the server's certificate is not \
+                    "{subject} in {store}: TLS with {} failed: {detail}; the server's certificate is not \
                  trusted or does not match the host: check storage.endpoint, any TLS-intercepting proxy, and the \
                  system CA store (SSL_CERT_FILE)",
                     self.endpoint
                 ))
             }
             ErrorKind::Io | ErrorKind::Connection => StoreError::Backend(format!(
-                "{operation} {key} in {store}: cannot reach {} within the retry budget of {} s: {detail}; check \
+                "{subject} in {store}: cannot reach {} within the retry budget of {} s: {detail}; check \
                  DNS, the network path or private endpoint, and firewall rules of the storage account",
                 self.endpoint, self.retry_max_secs
             )),
-            _ => StoreError::Backend(format!("{operation} {key} in {store} failed: {detail}")),
+            _ => StoreError::Backend(format!("{subject} in {store} failed: {detail}")),
         }
     }
 
@@ -152,7 +154,7 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(err);
     while let Some(e) = current {
-        let text = e.to_string();
+        let text = e.to_string().trim().replace('\n', " ");
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
