@@ -282,16 +282,18 @@ impl Generated {
         out
     }
 
-    /// Fills `out` with the next bytes (the caller bounds it by `remaining`).
+    /// Fills `out` with the next bytes (the caller bounds it by `remaining`): the pattern copied as is (fast even
+    /// in a debug build), each pass over it stamped with its index and the seed so that no two blocks repeat.
     fn fill(&mut self, out: &mut [u8]) {
+        let len = self.pattern.len() as u64;
         let mut done = 0;
         while done < out.len() {
-            let offset = (self.produced % self.pattern.len() as u64) as usize;
-            // Every pass over the pattern is salted with its index so blocks differ.
-            let pass = (self.produced / self.pattern.len() as u64).wrapping_add(self.seed) as u8;
+            let offset = (self.produced % len) as usize;
             let take = (out.len() - done).min(self.pattern.len() - offset);
-            for (o, p) in out[done..done + take].iter_mut().zip(&self.pattern[offset..offset + take]) {
-                *o = p ^ pass;
+            out[done..done + take].copy_from_slice(&self.pattern[offset..offset + take]);
+            let stamp = ((self.produced / len) ^ self.seed.rotate_left(32)).to_le_bytes();
+            for i in offset..(offset + take).min(8) {
+                out[done + i - offset] = stamp[i];
             }
             done += take;
             self.produced += take as u64;
