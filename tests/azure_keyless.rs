@@ -1,7 +1,7 @@
 //! Keyless auth for real: Azurite over https with `--oauth basic` and a certificate from a CA made here, a
 //! loopback token server in this process speaking the App Service managed-identity protocol
-//! (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`) and an https Entra token endpoint for workload identity
-//! (`AZURE_AUTHORITY_HOST`). Every store runs in a child process whose environment (those variables,
+//! (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`) and an https Entra token endpoint for workload identity and client
+//! secrets (`AZURE_AUTHORITY_HOST`). Every store runs in a child process whose environment (those variables,
 //! `SSL_CERT_FILE`) is its own, so nothing leaks between tests running in parallel threads.
 
 mod azure_support;
@@ -22,6 +22,7 @@ const CHILD: &str = "MBA_KEYLESS_CHILD";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT_ID: &str = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9";
 const IDENTITY_SECRET: &str = "identity-header-secret";
+const CLIENT_SECRET: &str = "client~secret.value";
 const FEDERATED_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YmFja3VwOmFnZW50In0.c2ln";
 
 // --- test PKI -----------------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ impl TokenServer {
         )
     }
 
-    /// Entra's token endpoint for a client assertion (what workload identity sends).
+    /// Entra's token endpoint for a client assertion (what workload identity sends) or a client secret.
     fn entra(pki: &Pki) -> Self {
         Self::start(
             Some(pki),
@@ -260,7 +261,8 @@ impl TokenServer {
                         .into_owned()
                         .collect();
                 let ok = seen.target == format!("/{TENANT}/oauth2/v2.0/token")
-                    && form.get("client_assertion").map(String::as_str) == Some(FEDERATED_TOKEN)
+                    && (form.get("client_assertion").map(String::as_str) == Some(FEDERATED_TOKEN)
+                        || form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET))
                     && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
                     && form.get("scope").is_some_and(|s| s.contains("storage.azure.com"));
                 if !ok {
@@ -348,6 +350,31 @@ fn workload_identity_over_https_round_trips() {
 }
 
 #[test]
+fn client_secret_over_https_round_trips() {
+    let pki = Pki::new();
+    let azurite = pki.azurite();
+    let entra = TokenServer::entra(&pki);
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("client-secret");
+    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).unwrap();
+    run_child(
+        "round_trip_child",
+        &[
+            trust(&pki),
+            ("MBA_KEYLESS_ENDPOINT", azurite.endpoint()),
+            ("MBA_KEYLESS_AUTH", "client-secret".into()),
+            ("MBA_KEYLESS_CLIENT_ID", CLIENT_ID.into()),
+            ("MBA_KEYLESS_TENANT_ID", TENANT.into()),
+            ("MBA_KEYLESS_SECRET_FILE", secret_file.display().to_string()),
+            ("AZURE_AUTHORITY_HOST", format!("https://127.0.0.1:{}", entra.port)),
+        ],
+    );
+    let seen = entra.seen();
+    assert!(!seen.is_empty() && seen.len() <= 2, "{seen:?}");
+    assert!(seen[0].body.contains("client_secret="), "{seen:?}");
+}
+
+#[test]
 fn a_token_the_service_rejects_fails_at_once_naming_the_role() {
     // Azurite refuses a token for another audience, as Azure refuses an identity without a data role.
     let pki = Pki::new();
@@ -420,6 +447,7 @@ fn child_config(dir: &Path, container: &str) -> StorageConfig {
     let auth = match env("MBA_KEYLESS_AUTH").unwrap().as_str() {
         "managed-identity" => AzureAuth::ManagedIdentity,
         "workload-identity" => AzureAuth::WorkloadIdentity,
+        "client-secret" => AzureAuth::ClientSecret,
         _ => AzureAuth::ConnectionString,
     };
     let mut config = azure_support::base_config(&endpoint, container, auth);
@@ -429,6 +457,7 @@ fn child_config(dir: &Path, container: &str) -> StorageConfig {
     config.client_id = env("MBA_KEYLESS_CLIENT_ID");
     config.tenant_id = env("MBA_KEYLESS_TENANT_ID");
     config.federated_token_file = env("MBA_KEYLESS_TOKEN_FILE").map(PathBuf::from);
+    config.client_secret_file = env("MBA_KEYLESS_SECRET_FILE").map(PathBuf::from);
     if auth == AzureAuth::ConnectionString {
         let text = format!(
             "DefaultEndpointsProtocol=https;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint={endpoint};"

@@ -79,7 +79,7 @@ async fn fetch(
         if !retry_here || !patience.allows(started, delay) {
             return Err(inner.whereabouts.failure("read", &key, err));
         }
-        log::debug!("re-reading {key} at {start} after: {}", super::errors::redact(&err.to_string()));
+        log::info!("re-reading {key} at {start} after: {}", super::errors::redact(&err.to_string()));
         tokio::time::sleep(delay).await;
     }
 }

@@ -128,7 +128,7 @@ impl Policy for RetryPolicy {
                     err.with_context(message)
                 });
             }
-            log::debug!(
+            log::info!(
                 "azure {} {} attempt {attempt} failed transiently ({}); retrying in {:.2} s",
                 request.method(),
                 request.url().path(),
