@@ -71,6 +71,12 @@ check_depends() { # every libc6 (>= X) in Depends must be satisfiable by Ubuntu 
     [[ $(printf '%s\n%s\n' "$v" "$MAX_GLIBC" | sort -V | tail -n 1) == "$MAX_GLIBC" ]] || { echo "libc6 >= $v"; return 1; }
     ! grep -qE 'libgcc-s1($|,)' <<<"$depends" || grep -q 'libgcc1' <<<"$depends" || { echo "libgcc-s1 alone: not on 18.04"; return 1; }
 }
+check_compression() { # Ubuntu 18.04's dpkg (1.19) reads gzip and xz members, not zstd
+    local members
+    members=$(ar t "$deb" | tr '\n' ' ')
+    echo "members: $members"
+    [[ $members =~ ^debian-binary\ control\.tar\.(gz|xz)\ data\.tar\.(gz|xz)\ $ ]]
+}
 check_binary_runs() {
     local out
     out=$("$bin" --version)
@@ -128,6 +134,7 @@ check "lintian --fail-on error,warning" check_lintian
 check "objdump -T: no GLIBC symbol newer than $MAX_GLIBC" check_glibc
 check "shared libraries present on any glibc system" check_needed_libs
 check "Depends installable on Ubuntu 18.04" check_depends
+check "archive members readable by Ubuntu 18.04's dpkg" check_compression
 check "packaged binary runs and reports $crate_version" check_binary_runs
 check "contents, modes and conffile" check_contents
 check "man page renders cleanly" check_man_page
