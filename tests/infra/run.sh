@@ -12,8 +12,4 @@ export MBA_INFRA_TOOLS
 export PYTHONPYCACHEPREFIX="$MBA_INFRA_TOOLS/pycache"
 
 cd "$here"
-# The two tests below need the agent's `trigger` to start a backup through the daemon; `trigger`/`serve` arrive
-# with issue 5 ("The agent as a service"). Remove these deselects in the commit that adds them.
-exec "$MBA_INFRA_TOOLS/venv-tests/bin/python" -m pytest -p no:cacheprovider -ra \
-  --deselect test_ssh.py::test_run_now_returns_the_triggers_exit_status \
-  --deselect test_ssh.py::test_forced_command_is_a_real_trigger "$@" .
+exec "$MBA_INFRA_TOOLS/venv-tests/bin/python" -m pytest -p no:cacheprovider -ra "$@" .
