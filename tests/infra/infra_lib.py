@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -118,6 +119,7 @@ def mapping(value: Any) -> dict[str, Any]:
 def rendered_overlay_dir() -> str:
     """A copy of k8s/ whose overlay has a target.env with test values, as `terraform output` would write it."""
     root = tempfile.mkdtemp(prefix="mba-k8s-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     shutil.copytree(K8S, os.path.join(root, "k8s"), ignore=shutil.ignore_patterns("target.env"))
     with open(os.path.join(root, "k8s", OVERLAY, "target.env"), "w", encoding="utf-8") as f:
         f.write(f"# test values\nMONGO_VM_CIDR={TEST_VM_CIDR}\nKICKER_IMAGE={TEST_KICKER_IMAGE}\n")
