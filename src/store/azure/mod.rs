@@ -267,3 +267,23 @@ impl ObjectStore for AzureStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fewer_blocks_fly_as_blocks_grow_so_memory_stays_bounded() {
+        let tuning = Tuning {
+            plan: BlockPlan::new(8 << 20),
+            upload_concurrency: 4,
+            upload_buffer: 64 << 20,
+            download_chunk: 8 << 20,
+            download_concurrency: 4,
+            patience: Patience { budget: Duration::from_secs(1), attempt_timeout: Duration::from_secs(1) },
+        };
+        let in_flight: Vec<usize> =
+            [8u64, 16, 32, 64, 512].iter().map(|mib| tuning.blocks_in_flight(mib << 20)).collect();
+        assert_eq!(in_flight, [4, 4, 2, 1, 1]);
+    }
+}
