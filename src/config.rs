@@ -312,11 +312,13 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
         config.validate()?;
+        // A `url` may carry the prefix; every caller reads `storage.prefix`, so resolve it once here.
+        config.storage.prefix = config.storage.key_prefix();
         Ok(config)
     }
 

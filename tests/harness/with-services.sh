@@ -25,6 +25,11 @@ wait_port() { # port, name, log
   echo "error: $2 did not start listening on 127.0.0.1:$1; its log follows" >&2; cat "$3" >&2; exit 1
 }
 
+# The Azure tests make a test CA with the openssl CLI and stop Azurite with /bin/kill (procps).
+if ! command -v openssl >/dev/null || [ ! -x /bin/kill ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl procps) >&2
+fi
+
 export MBA_SECANTUSD="$(bash "$here/install-secantus.sh")"
 if [ -z "${MBA_TEST_MONGODB_URI:-}" ]; then
   port="$(free_port)"
