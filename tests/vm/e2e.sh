@@ -376,7 +376,11 @@ playbook rerun
 playbook check-again --check
 [[ $(recap check-again changed) == 0 ]] || die "check mode on the deployed VM would change $(recap check-again changed)"
 [[ $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] || die "service not active after rerun"
-ok "second run changed=0, check mode changed=0"
+# The service has been up for a while now: a daemon that forgot its WATCHDOG=1 pings would have been killed.
+vm_ssh root journalctl -u mongo-backup-agent --no-pager -o cat >"$RUN/journal-rerun.log"
+! grep -q 'Watchdog timeout' "$RUN/journal-rerun.log" || die "the watchdog killed the agent"
+[[ $(vm_ssh root systemctl show -P NRestarts mongo-backup-agent) == 0 ]] || die "the service restarted by itself"
+ok "second run changed=0, check mode changed=0; no watchdog timeout, no restart"
 
 # ---------------------------------------------------------------------------------------------------------------
 step "secrets without LoadCredential= (how systemd 237 on Ubuntu 18.04 gets them) work too"
