@@ -9,20 +9,16 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/mongodump/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Restores a fixture's `test.*` namespaces into `db` through the CLI.
+fn restore_fixture(name: &str, db: &str) -> (i32, String, String) {
+    let to = format!("{db}.$c$");
+    cli(&["restore", "--archive", &fixture(name), "--to", &uri(), "--nsFrom", "test.$c$", "--nsTo", &to])
+}
+
 #[tokio::test]
 async fn stock_mongodump_archive_restores_exactly() {
     let db = unique("fixture");
-    let (code, _, err) = cli(&[
-        "restore",
-        "--archive",
-        &fixture("test.bar.archive"),
-        "--to",
-        &uri(),
-        "--nsFrom",
-        "test.$c$",
-        "--nsTo",
-        &format!("{db}.$c$"),
-    ]);
+    let (code, _, err) = restore_fixture("test.bar.archive", &db);
     assert_eq!(code, 0, "{err}");
     let client = client().await;
     let docs = raw_docs(&client, &db, "bar").await;
@@ -42,17 +38,7 @@ async fn stock_mongodump_archive_restores_exactly() {
 #[tokio::test]
 async fn malformed_metadata_fails_clearly_and_writes_nothing() {
     let db = unique("badformat");
-    let (code, _, err) = cli(&[
-        "restore",
-        "--archive",
-        &fixture("bad-format.archive"),
-        "--to",
-        &uri(),
-        "--nsFrom",
-        "test.$c$",
-        "--nsTo",
-        &format!("{db}.$c$"),
-    ]);
+    let (code, _, err) = restore_fixture("bad-format.archive", &db);
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("mongo-backup-agent: bad metadata for test.ixtest: not valid JSON"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one-line error expected: {err}");

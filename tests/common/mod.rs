@@ -28,13 +28,17 @@ pub async fn client() -> Client {
 
 /// A config backing up `include` from the test server into `dir`.
 pub fn config(dir: &Path, include: &[String], extra: &str) -> Config {
-    let text = format!(
+    Config::parse(&config_text(dir, include, extra)).unwrap()
+}
+
+/// Config text storing under `store_dir` with prefix `t`; `extra` lines go into `[backup]`.
+fn config_text(store_dir: &Path, include: &[String], extra: &str) -> String {
+    format!(
         "[mongodb]\nuri = {:?}\n[storage]\npath = {:?}\nprefix = \"t\"\n[backup]\ninclude = {:?}\n{extra}",
         uri(),
-        dir.display().to_string(),
+        store_dir.display().to_string(),
         include
-    );
-    Config::parse(&text).unwrap()
+    )
 }
 
 pub async fn run_backup(config: &Config) -> Manifest {
@@ -102,15 +106,6 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 /// Writes `config` text to a file in `dir` and returns its path.
 pub fn config_file(dir: &Path, include: &[String]) -> String {
     let path = dir.join("config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[mongodb]\nuri = {:?}\n[storage]\npath = {:?}\nprefix = \"t\"\n[backup]\ninclude = {:?}\n",
-            uri(),
-            dir.join("store").display().to_string(),
-            include
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config_text(&dir.join("store"), include, "")).unwrap();
     path.display().to_string()
 }
