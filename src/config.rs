@@ -3,7 +3,9 @@
 //! Path: `--config`, else `$MONGO_BACKUP_AGENT_CONFIG`, else [`DEFAULT_PATH`]. The reference is
 //! `packaging/config.example.toml`, which a test parses.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -71,6 +73,18 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Restore tuning.
     pub restore: RestoreConfig,
+    /// Which backups to keep.
+    pub retention: RetentionConfig,
+    /// The daemon's control socket.
+    pub daemon: DaemonConfig,
+    /// The daemon's own schedule (off by default: the hourly kick comes from AKS).
+    pub schedule: ScheduleConfig,
+    /// Integrity checks of stored backups.
+    pub verify: VerifyConfig,
+    /// Who hears about failed (and optionally successful) backups.
+    pub notify: NotifyConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
 }
 
 /// `[mongodb]`.
@@ -292,6 +306,171 @@ impl Default for RestoreConfig {
     }
 }
 
+/// `[retention]`: grandfather-father-son, like `restic forget`. A backup is kept when any rule keeps it; the
+/// newest complete backup is always kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Newest backups kept whatever their time.
+    pub keep_last: u32,
+    /// Newest backup of each of the last N hours that have one.
+    pub keep_hourly: u32,
+    /// Newest backup of each of the last N days that have one.
+    pub keep_daily: u32,
+    /// Newest backup of each of the last N ISO weeks that have one.
+    pub keep_weekly: u32,
+    /// Newest backup of each of the last N months that have one.
+    pub keep_monthly: u32,
+    /// Every backup younger than this (relative to the newest backup), e.g. "2d"; unset keeps none by age.
+    #[serde(with = "humantime_serde")]
+    pub keep_within: Option<Duration>,
+    /// An archive with no manifest (a failed or interrupted attempt) is deleted once it is older than this; the
+    /// grace keeps a backup that is still uploading from being taken for debris.
+    #[serde(with = "humantime_serde")]
+    pub incomplete_grace: Duration,
+    /// Apply the policy after every successful backup the daemon makes.
+    pub prune_after_backup: bool,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_last: 1,
+            keep_hourly: 24,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 12,
+            keep_within: None,
+            incomplete_grace: Duration::from_secs(24 * 3600),
+            prune_after_backup: true,
+        }
+    }
+}
+
+/// Default control socket; `RuntimeDirectory=mongo-backup-agent` in the unit creates its directory.
+pub const DEFAULT_SOCKET: &str = "/run/mongo-backup-agent/control.sock";
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// The control socket `run-now`, `status` and `trigger` talk to.
+    pub socket: PathBuf,
+    /// Group given the socket (mode 0660) so the SSH trigger user can use it; skipped when the group does not exist.
+    pub socket_group: String,
+    /// Finished runs remembered for `status` (in memory; the store holds the backups themselves).
+    pub history: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { socket: PathBuf::from(DEFAULT_SOCKET), socket_group: "mongo-backup-trigger".into(), history: 20 }
+    }
+}
+
+/// `[schedule]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Five-field cron expression in UTC, e.g. "0 * * * *"; unset means the daemon only backs up when asked.
+    pub cron: Option<String>,
+}
+
+/// `[verify]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Verify every backup the daemon makes right after it is stored (re-reads the whole archive).
+    pub after_backup: bool,
+    /// `verify --deep`: server to restore into (scratch database, dropped afterwards); default `mongodb.uri`.
+    pub scratch_uri: Option<String>,
+    /// `verify --deep`: documents per collection compared field by field with the archive.
+    pub sample_documents: u32,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig { after_backup: false, scratch_uri: None, sample_documents: 100 }
+    }
+}
+
+/// `[notify]`. URLs carry tokens, so they are secrets too: `webhook-url`, `slack-webhook-url`, `smtp-password`; a
+/// channel is on when its secret is found (its `*_file` key, the environment, or a systemd credential).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Notify when a backup fails.
+    pub on_failure: bool,
+    /// Notify when a backup succeeds as well.
+    pub on_success: bool,
+    /// Generic webhook: file holding the URL (secret `webhook-url`); receives a JSON body.
+    pub webhook_url_file: Option<PathBuf>,
+    /// Slack incoming webhook: file holding the URL (secret `slack-webhook-url`).
+    pub slack_webhook_url_file: Option<PathBuf>,
+    /// E-mail over SMTP.
+    pub email: Option<EmailConfig>,
+    /// Time one delivery may take; a notification never delays or fails a backup beyond this.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            on_failure: true,
+            on_success: false,
+            webhook_url_file: None,
+            slack_webhook_url_file: None,
+            email: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on localhost.
+    None,
+}
+
+/// `[notify.email]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// SMTP server host name.
+    pub server: String,
+    /// SMTP port; default from `tls` (587, 465 or 25).
+    pub port: Option<u16>,
+    /// Transport security.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// SMTP user, when the server wants a login (password: secret `smtp-password`).
+    pub username: Option<String>,
+    /// File holding the SMTP password (secret `smtp-password`).
+    pub password_file: Option<PathBuf>,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics on this loopback address, e.g. "127.0.0.1:9216".
+    pub listen: Option<SocketAddr>,
+    /// Also write them to this node_exporter textfile-collector file after every run (replaced atomically).
+    pub textfile: Option<PathBuf>,
+}
+
 impl Config {
     /// Resolves the path from the flag, the environment, or the default.
     pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
@@ -335,8 +514,26 @@ impl Config {
         crate::mongo::NamespaceFilter::new(&b.include, &b.exclude)
             .map_err(|e| ConfigError::Invalid(format!("backup.include/exclude: {e}")))?;
         crate::store::azure::validate_config(&self.storage).map_err(ConfigError::Invalid)?;
+        if let Some(cron) = &self.schedule.cron {
+            parse_cron(cron)?;
+        }
+        if let Some(listen) = self.metrics.listen {
+            check(listen.ip().is_loopback(), "metrics.listen must be a loopback address (127.0.0.1 or ::1)")?;
+        }
+        if let Some(email) = &self.notify.email {
+            check(!email.to.is_empty(), "notify.email.to must name at least one recipient")?;
+            check(!email.from.is_empty(), "notify.email.from must be set")?;
+        }
+        check(self.daemon.history > 0, "daemon.history must be positive")?;
         Ok(())
     }
+}
+
+/// Parses a five-field cron expression (minute hour day-of-month month day-of-week), as `[schedule] cron` takes.
+pub fn parse_cron(expression: &str) -> Result<croner::Cron, ConfigError> {
+    croner::parser::CronParser::new().parse(expression).map_err(|e| {
+        ConfigError::Invalid(format!("schedule.cron {expression:?}: {e} (five fields, e.g. \"0 * * * *\")"))
+    })
 }
 
 /// Reads a secret from, in order: the file named by the config key, `MONGO_BACKUP_AGENT_<NAME>`, or the systemd
@@ -377,6 +574,22 @@ mod tests {
         let config = Config::parse(text).unwrap();
         assert_eq!(config.backup.compression, Compression::Zstd);
         assert_eq!(config.storage.prefix, "mongodb");
+        assert_eq!(config.retention.keep_hourly, 24);
+        assert_eq!(config.retention.incomplete_grace, Duration::from_secs(86_400));
+        assert_eq!(config.daemon.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert!(config.notify.on_failure && !config.notify.on_success);
+    }
+
+    #[test]
+    fn schedule_durations_and_metrics_are_checked() {
+        let config = Config::parse("[schedule]\ncron = \"0 * * * *\"\n[retention]\nkeep_within = \"36h\"\n").unwrap();
+        assert_eq!(config.retention.keep_within, Some(Duration::from_secs(36 * 3600)));
+        let err = Config::parse("[schedule]\ncron = \"every hour\"\n").unwrap_err().to_string();
+        assert!(err.contains("schedule.cron"), "{err}");
+        let err = Config::parse("[retention]\nkeep_within = \"two days\"\n").unwrap_err().to_string();
+        assert!(err.contains("keep_within"), "{err}");
+        let err = Config::parse("[metrics]\nlisten = \"0.0.0.0:9216\"\n").unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
     }
 
     #[test]

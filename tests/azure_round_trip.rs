@@ -8,7 +8,7 @@ use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
 use azure_support::{admin_container, create_container, shared_endpoint, shared_key_config, unique_container};
 use bson::{Document, doc};
 use common::{client, raw_docs, unique};
-use mongo_backup_agent::backup::{self, Progress};
+use mongo_backup_agent::backup::{self, BackupId, Progress};
 use mongo_backup_agent::mongo::NamespaceFilter;
 use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
 use mongo_backup_agent::store::{self, StoreError};
@@ -40,7 +40,10 @@ async fn backup_to_azurite_and_restore_round_trips_byte_for_byte() {
     };
     let store = store::open(&config.storage).unwrap();
     let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).unwrap();
-    let manifest = backup::run(&config, &filter, store.as_ref(), &Progress::default()).await.unwrap();
+    let manifest =
+        backup::run(&config, BackupId::new(chrono::Utc::now()), &filter, store.as_ref(), &Progress::default())
+            .await
+            .unwrap();
 
     let archive = backup::archive_key("t", &manifest.id, manifest.compression);
     let keys: Vec<String> = store.list("t/").await.unwrap().into_iter().map(|o| o.key).collect();

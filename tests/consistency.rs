@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bson::{Bson, Document, Timestamp, doc};
 use common::*;
-use mongo_backup_agent::backup::{self, Progress};
+use mongo_backup_agent::backup::{self, BackupId, Progress};
 use mongo_backup_agent::mongo::NamespaceFilter;
 use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
 use mongo_backup_agent::store::{FilesystemStore, ObjectStore};
@@ -182,7 +182,8 @@ async fn server_stopped_mid_dump_leaves_no_backup() {
             server.wait().unwrap();
         })
     };
-    let result = backup::run(&config, &NamespaceFilter::all(), &store, &progress).await;
+    let result =
+        backup::run(&config, BackupId::new(chrono::Utc::now()), &NamespaceFilter::all(), &store, &progress).await;
     killer.await.unwrap();
     let err = result.expect_err("a backup whose server died must fail").to_string();
     assert!(err.contains("reading victim.c") || err.contains("oplog") || err.contains("MongoDB"), "{err}");

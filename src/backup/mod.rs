@@ -6,6 +6,7 @@ mod manifest;
 mod pipe;
 mod produce;
 mod progress;
+mod report;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ pub use id::BackupId;
 pub use list::{BackupEntry, archive_key, list_backups, manifest_key, resolve};
 pub use manifest::{MANIFEST_NAME, MANIFEST_VERSION, Manifest, NamespaceRecord, OplogInfo, OplogTimestamp};
 pub use progress::{CollectionProgress, Progress};
+pub use report::{Outcome, RunReport};
 
 use crate::archive::{ArchiveHeader, CollectionKind, CollectionMetadata, Namespace, PreludeEntry};
 use crate::config::{Config, OplogMode};
@@ -25,16 +27,17 @@ use crate::store::ObjectStore;
 /// Bytes buffered between the archive producer and the store.
 const PIPE_CAPACITY: usize = 1 << 20;
 
-/// Runs one backup with `config`, selecting namespaces with `filter`. On success the manifest is stored and
-/// returned; on any failure (or if the future is dropped) no manifest exists, so no backup exists.
+/// Runs backup `id` with `config`, selecting namespaces with `filter`. On success the manifest is stored and
+/// returned; on any failure (or if the future is dropped) no manifest exists, so no backup exists. The caller picks
+/// the id (`BackupId::new`) so that it can tell others which backup is running before it ends.
 pub async fn run(
     config: &Config,
+    id: BackupId,
     filter: &NamespaceFilter,
     store: &dyn ObjectStore,
     progress: &Progress,
 ) -> Result<Manifest> {
     let started_at = Utc::now();
-    let id = BackupId::new(started_at);
     progress.set_phase("connecting");
     let client = mongo::connect(&config.mongodb).await?;
     let server = mongo::server_info(&client).await?;

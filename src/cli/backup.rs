@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mongo_backup_agent::backup::{self, Progress};
+use mongo_backup_agent::backup::{self, BackupId, Progress};
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::mongo::NamespaceFilter;
@@ -32,7 +32,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let progress = Arc::new(Progress::default());
     let display = super::progress::show(progress.clone());
     let started = std::time::Instant::now();
-    let result = backup::run(config, &filter, store.as_ref(), &progress).await;
+    let result = backup::run(config, BackupId::new(chrono::Utc::now()), &filter, store.as_ref(), &progress).await;
     display.abort();
     let manifest = result?;
     let secs = started.elapsed().as_secs_f64();

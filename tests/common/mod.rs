@@ -5,7 +5,7 @@ use std::path::Path;
 
 use bson::{Document, RawDocumentBuf, doc};
 use futures::TryStreamExt;
-use mongo_backup_agent::backup::{self, Manifest, Progress};
+use mongo_backup_agent::backup::{self, BackupId, Manifest, Progress};
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::mongo::NamespaceFilter;
 use mongo_backup_agent::store::FilesystemStore;
@@ -44,7 +44,7 @@ fn config_text(store_dir: &Path, include: &[String], extra: &str) -> String {
 pub async fn run_backup(config: &Config) -> Manifest {
     let store = FilesystemStore::new(&config.storage.path);
     let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).unwrap();
-    backup::run(config, &filter, &store, &Progress::default()).await.unwrap()
+    backup::run(config, BackupId::new(chrono::Utc::now()), &filter, &store, &Progress::default()).await.unwrap()
 }
 
 /// Every document of a collection as raw bytes, sorted by `_id` so source and restore compare exactly.
