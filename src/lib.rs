@@ -1,7 +1,8 @@
 //! mongo-backup-agent: MongoDB backups as mongodump-compatible archives, compressed and streamed to object storage.
 //!
 //! The modules follow the pipeline: [`mongo`] reads the server, [`archive`] encodes, [`compress`] compresses,
-//! [`store`] persists, [`backup`] orchestrates and writes the manifest, [`restore`] goes the other way.
+//! [`store`] persists, [`backup`] orchestrates and writes the manifest, [`restore`] goes the other way;
+//! [`retention`] decides which backups to keep and prunes the rest.
 
 pub mod archive;
 pub mod backup;
@@ -11,4 +12,5 @@ pub mod error;
 pub mod logging;
 pub mod mongo;
 pub mod restore;
+pub mod retention;
 pub mod store;

@@ -1,8 +1,10 @@
-//! `list`: the backups in the store, newest last; incomplete attempts only with `--all`.
+//! `list`: the backups in the store, newest last, each with its retention class; incomplete attempts only with
+//! `--all`.
 
 use mongo_backup_agent::backup::list_backups;
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::error::{EXIT_OK, Result};
+use mongo_backup_agent::retention::PrunePlan;
 use mongo_backup_agent::store;
 
 use super::human_bytes;
@@ -21,10 +23,15 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let store = store::open(&config.storage)?;
     let entries = list_backups(store.as_ref(), &config.storage.prefix).await?;
+    let plan = PrunePlan::from_entries(&entries, &config.retention, chrono::Utc::now());
     if !args.json {
-        println!("{:<24} {:<20} {:>10} {:>8} {:>12}  status", "id", "started (UTC)", "size", "secs", "documents");
+        println!(
+            "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<16}  status",
+            "id", "started (UTC)", "size", "secs", "documents", "retention"
+        );
     }
     for entry in entries.iter().filter(|e| args.all || e.is_complete()) {
+        let class = plan.class_of(&entry.id);
         let line = match &entry.manifest {
             Some(m) => {
                 let secs = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
@@ -32,17 +39,18 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
                     serde_json::json!({
                         "id": m.id, "started_at": m.started_at, "finished_at": m.finished_at, "status": m.status,
                         "archive_bytes": m.archive_bytes, "duration_secs": secs, "documents": m.documents(),
-                        "compression": m.compression,
+                        "compression": m.compression, "retention": class,
                     })
                     .to_string()
                 } else {
                     format!(
-                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {}",
+                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {:<16}  {}",
                         m.id.as_str(),
                         m.started_at.format("%Y-%m-%d %H:%M:%S"),
                         human_bytes(m.archive_bytes),
                         secs,
                         m.documents(),
+                        class,
                         m.status
                     )
                 }
@@ -50,15 +58,16 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
             None => {
                 let bytes: u64 = entry.objects.iter().map(|o| o.size).sum();
                 if args.json {
-                    serde_json::json!({"id": entry.id, "status": "incomplete", "archive_bytes": bytes}).to_string()
+                    serde_json::json!({"id": entry.id, "status": "incomplete", "archive_bytes": bytes, "retention": class}).to_string()
                 } else {
                     format!(
-                        "{:<24} {:<20} {:>10} {:>8} {:>12}  incomplete (no manifest)",
+                        "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<16}  incomplete (no manifest)",
                         entry.id.as_str(),
                         entry.id.time().format("%Y-%m-%d %H:%M:%S"),
                         human_bytes(bytes),
                         "-",
-                        "-"
+                        "-",
+                        class
                     )
                 }
             }

@@ -6,6 +6,7 @@ mod export;
 mod inspect;
 mod list;
 mod progress;
+mod prune;
 mod restore;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ enum Command {
     List(list::Args),
     /// Write a stored backup as a standalone archive file stock mongorestore reads.
     Export(export::Args),
+    /// Delete the backups `[retention]` does not keep, and stale incomplete attempts.
+    Prune(prune::Args),
     /// Print an archive file's prelude, namespaces, document counts and CRC results.
     Inspect(inspect::Args),
     /// Validate the config and check MongoDB and the store are reachable and writable.
@@ -77,6 +80,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Restore(args) => restore::run(config, args).await,
         Command::List(args) => list::run(&config()?, args).await,
         Command::Export(args) => export::run(&config()?, args).await,
+        Command::Prune(args) => prune::run(&config()?, args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Check => check::run(&config()?).await,
     }

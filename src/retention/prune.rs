@@ -1,0 +1,302 @@
+//! `prune`: the retention policy turned into a plan (what stays, what goes and why), then carried out so that a
+//! half-deleted backup never looks complete.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::policy::{self, Decision};
+use crate::backup::{BackupEntry, BackupId, MANIFEST_NAME, list_backups};
+use crate::config::RetentionConfig;
+use crate::error::Result;
+use crate::store::ObjectStore;
+
+/// A backup directory the plan deletes, with every object in it (the manifest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Doomed {
+    /// The backup (or attempt).
+    pub id: BackupId,
+    /// Object keys, manifest first, so deleting in this order never leaves a manifest without its archive.
+    pub keys: Vec<String>,
+    /// Bytes these objects take.
+    pub bytes: u64,
+}
+
+/// A backup directory without a usable manifest that the plan leaves alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftAlone {
+    /// The attempt.
+    pub id: BackupId,
+    /// Why it stays ("may still be uploading", "manifest unreadable").
+    pub reason: String,
+}
+
+/// What prune will do, decided before anything is deleted; `prune --dry-run` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrunePlan {
+    /// Every complete backup with the policy's verdict, oldest first.
+    pub decisions: Vec<Decision>,
+    /// Complete backups the policy lets go.
+    pub forget: Vec<Doomed>,
+    /// Incomplete attempts (no manifest) older than `incomplete_grace`.
+    pub incomplete: Vec<Doomed>,
+    /// Incomplete attempts that stay: too young, or holding a manifest this agent cannot read.
+    pub left_alone: Vec<LeftAlone>,
+}
+
+/// What [`execute`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// The plan that was carried out.
+    pub plan: PrunePlan,
+    /// Objects deleted.
+    pub deleted_objects: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+impl PrunePlan {
+    /// Plans over backup directories already listed (`list_backups`), judging incomplete attempts' age at `now`.
+    pub fn from_entries(entries: &[BackupEntry], policy: &RetentionConfig, now: DateTime<Utc>) -> Self {
+        let complete: Vec<BackupId> = entries.iter().filter(|e| e.is_complete()).map(|e| e.id.clone()).collect();
+        let decisions = policy::apply(policy, &complete);
+        let doomed = |entry: &BackupEntry| {
+            let mut keys: Vec<String> = entry.objects.iter().map(|o| o.key.clone()).collect();
+            keys.sort_by_key(|k| !is_manifest(k));
+            Doomed { id: entry.id.clone(), keys, bytes: entry.objects.iter().map(|o| o.size).sum() }
+        };
+        let forget = decisions
+            .iter()
+            .filter(|d| !d.keep())
+            .filter_map(|d| entries.iter().find(|e| e.id == d.id))
+            .map(doomed)
+            .collect();
+        let grace = chrono::Duration::from_std(policy.incomplete_grace).unwrap_or(chrono::Duration::MAX);
+        let mut incomplete = Vec::new();
+        let mut left_alone = Vec::new();
+        for entry in entries.iter().filter(|e| !e.is_complete()) {
+            // An unparsable manifest may be a newer agent's: never treat another version's backup as debris.
+            if entry.objects.iter().any(|o| is_manifest(&o.key)) {
+                let reason = "its manifest cannot be read by this agent (newer version or damaged); remove it by hand \
+                              if it is debris"
+                    .to_string();
+                left_alone.push(LeftAlone { id: entry.id.clone(), reason });
+                continue;
+            }
+            let touched = entry.objects.iter().map(|o| o.last_modified).max().unwrap_or_default();
+            let age = now - touched.max(entry.id.time());
+            if age > grace {
+                incomplete.push(doomed(entry));
+            } else {
+                let reason = format!(
+                    "no manifest, {} old: may still be uploading; deleted once older than {}",
+                    whole_seconds(age),
+                    humantime::format_duration(policy.incomplete_grace)
+                );
+                left_alone.push(LeftAlone { id: entry.id.clone(), reason });
+            }
+        }
+        PrunePlan { decisions, forget, incomplete, left_alone }
+    }
+
+    /// The retention class of a backup for `list`: the rules keeping it ("hourly,daily"), "prune" when the policy
+    /// lets it go, "incomplete" for an attempt prune leaves alone and "prune" for one it deletes.
+    pub fn class_of(&self, id: &BackupId) -> String {
+        if let Some(decision) = self.decisions.iter().find(|d| &d.id == id) {
+            decision.class()
+        } else if self.incomplete.iter().any(|d| &d.id == id) {
+            "prune".to_string()
+        } else {
+            "incomplete".to_string()
+        }
+    }
+
+    /// Bytes the plan frees.
+    pub fn bytes(&self) -> u64 {
+        self.forget.iter().chain(&self.incomplete).map(|d| d.bytes).sum()
+    }
+
+    /// Whether there is anything to delete.
+    pub fn is_empty(&self) -> bool {
+        self.forget.is_empty() && self.incomplete.is_empty()
+    }
+}
+
+/// Whether `key` is a backup's manifest.
+fn is_manifest(key: &str) -> bool {
+    key.rsplit('/').next() == Some(MANIFEST_NAME)
+}
+
+/// An age for people: whole seconds ("3h 12m 5s"), not nanoseconds.
+fn whole_seconds(age: chrono::Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_secs(age.num_seconds().max(0) as u64))
+}
+
+impl std::fmt::Display for PrunePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let size = |b: u64| indicatif::HumanBytes(b).to_string();
+        for decision in self.decisions.iter().rev().filter(|d| d.keep()) {
+            writeln!(f, "keep    {}  ({})", decision.id, decision.class())?;
+        }
+        for doomed in self.forget.iter().rev() {
+            writeln!(f, "delete  {}  {} (no retention rule keeps it)", doomed.id, size(doomed.bytes))?;
+        }
+        for doomed in self.incomplete.iter().rev() {
+            writeln!(f, "delete  {}  {} (incomplete attempt past the grace period)", doomed.id, size(doomed.bytes))?;
+        }
+        for left in self.left_alone.iter().rev() {
+            writeln!(f, "leave   {}  ({})", left.id, left.reason)?;
+        }
+        writeln!(
+            f,
+            "{} backups kept, {} deleted, {} incomplete attempts deleted, {} left alone; {} freed",
+            self.decisions.iter().filter(|d| d.keep()).count(),
+            self.forget.len(),
+            self.incomplete.len(),
+            self.left_alone.len(),
+            size(self.bytes())
+        )
+    }
+}
+
+/// Lists the store and plans a prune of the backups under `prefix`; deletes nothing.
+pub async fn plan(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    policy: &RetentionConfig,
+    now: DateTime<Utc>,
+) -> Result<PrunePlan> {
+    let entries = list_backups(store, prefix).await?;
+    Ok(PrunePlan::from_entries(&entries, policy, now))
+}
+
+/// Carries out `plan`: for each backup, the manifest first and then the archive, so an interrupted prune leaves at
+/// worst an incomplete attempt (which a later prune removes), never a manifest pointing at nothing. Stops at the
+/// first failure; running prune again resumes, as deleting a missing object is not an error.
+pub async fn execute(store: &dyn ObjectStore, plan: PrunePlan) -> Result<PruneReport> {
+    let mut deleted_objects = 0;
+    for doomed in plan.forget.iter().chain(&plan.incomplete) {
+        for key in &doomed.keys {
+            store.delete(key).await?;
+            deleted_objects += 1;
+        }
+        log::info!("prune: deleted backup {} ({} bytes)", doomed.id, doomed.bytes);
+    }
+    let freed_bytes = plan.bytes();
+    Ok(PruneReport { plan, deleted_objects, freed_bytes })
+}
+
+/// Plans and executes in one go: what the daemon calls after each successful backup when
+/// `retention.prune_after_backup` is set.
+pub async fn prune(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    policy: &RetentionConfig,
+    now: DateTime<Utc>,
+) -> Result<PruneReport> {
+    execute(store, plan(store, prefix, policy, now).await?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::ObjectInfo;
+
+    fn entry(id: &str, complete: bool, modified: &str) -> BackupEntry {
+        let id = BackupId::parse(id).unwrap();
+        let object = |name: &str, size| ObjectInfo {
+            key: format!("p/{id}/{name}"),
+            size,
+            last_modified: modified.parse().unwrap(),
+        };
+        let mut objects = vec![object("archive.zst", 1000)];
+        if complete {
+            objects.push(object(MANIFEST_NAME, 10));
+        }
+        BackupEntry { id, manifest: None, objects }
+    }
+
+    #[test]
+    fn incomplete_attempts_go_after_the_grace_only() {
+        let now: DateTime<Utc> = "2026-05-02T12:00:00Z".parse().unwrap();
+        let entries = [
+            entry("20260501T100000Z-aaaaaa", false, "2026-05-01T10:30:00Z"), // 25.5 h old: deleted
+            entry("20260501T100000Z-bbbbbb", false, "2026-05-02T11:00:00Z"), // old id, written 1 h ago: stays
+            entry("20260502T110000Z-cccccc", false, "2026-05-02T11:10:00Z"), // young: stays
+        ];
+        let policy = RetentionConfig { incomplete_grace: Duration::from_secs(24 * 3600), ..Default::default() };
+        let plan = PrunePlan::from_entries(&entries, &policy, now);
+        assert_eq!(plan.incomplete.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["20260501T100000Z-aaaaaa"]);
+        assert_eq!(plan.left_alone.len(), 2);
+        assert!(plan.left_alone[0].reason.contains("may still be uploading"), "{}", plan.left_alone[0].reason);
+        assert_eq!(plan.bytes(), 1000);
+        assert_eq!(plan.class_of(&entries[0].id), "prune");
+        assert_eq!(plan.class_of(&entries[2].id), "incomplete");
+    }
+
+    #[test]
+    fn an_unreadable_manifest_is_never_debris() {
+        let now: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+        // Has a manifest object but `manifest: None` (what list_backups gives for a manifest it cannot parse).
+        let entries = [entry("20260501T100000Z-aaaaaa", true, "2026-05-01T10:30:00Z")];
+        let plan = PrunePlan::from_entries(&entries, &RetentionConfig::default(), now);
+        assert!(plan.is_empty(), "{plan}");
+        assert!(plan.left_alone[0].reason.contains("cannot be read"), "{plan}");
+    }
+
+    #[test]
+    fn forgotten_backups_lose_their_manifest_first() {
+        let complete = |id: &str| {
+            let mut e = entry(id, true, "2026-05-01T10:30:00Z");
+            e.objects.reverse();
+            e.manifest = Some(manifest(&e.id));
+            e
+        };
+        let entries = [complete("20260501T100000Z-aaaaaa"), complete("20260501T110000Z-bbbbbb")];
+        let policy = RetentionConfig {
+            keep_last: 1,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            ..Default::default()
+        };
+        let plan = PrunePlan::from_entries(&entries, &policy, "2026-05-01T12:00:00Z".parse().unwrap());
+        assert_eq!(plan.forget.len(), 1);
+        let doomed = &plan.forget[0];
+        assert_eq!(doomed.id, entries[0].id);
+        assert_eq!(doomed.keys, ["p/20260501T100000Z-aaaaaa/manifest.json", "p/20260501T100000Z-aaaaaa/archive.zst"]);
+        assert_eq!(doomed.bytes, 1010);
+        assert_eq!(plan.class_of(&entries[0].id), "prune");
+        assert_eq!(plan.class_of(&entries[1].id), "last");
+        let text = plan.to_string();
+        assert!(text.contains("keep    20260501T110000Z-bbbbbb  (last)"), "{text}");
+        assert!(text.contains("delete  20260501T100000Z-aaaaaa"), "{text}");
+        assert!(
+            text.ends_with("1 backups kept, 1 deleted, 0 incomplete attempts deleted, 0 left alone; 1010 B freed\n"),
+            "{text}"
+        );
+    }
+
+    fn manifest(id: &BackupId) -> crate::backup::Manifest {
+        crate::backup::Manifest {
+            manifest_version: crate::backup::MANIFEST_VERSION,
+            id: id.clone(),
+            status: "complete".into(),
+            started_at: id.time(),
+            finished_at: id.time(),
+            agent_version: "test".into(),
+            host: "test".into(),
+            server_version: "4.4.0".into(),
+            replica_set: None,
+            oplog: crate::backup::OplogInfo { included: false, start: None, end: None, note: None },
+            compression: crate::compress::Compression::Zstd,
+            archive: "archive.zst".into(),
+            archive_bytes: 1000,
+            uncompressed_bytes: 1000,
+            archive_sha256: String::new(),
+            namespaces: Vec::new(),
+        }
+    }
+}
