@@ -99,3 +99,18 @@ impl Error {
 
 /// Result with the library's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its sources on one line, joined with ": ", skipping repeats: what a log line or the binary prints,
+/// since many errors (HTTP clients, TLS) put the useful part in a source rather than in their own message.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string().trim().replace('\n', " ");
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}

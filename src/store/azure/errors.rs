@@ -8,6 +8,7 @@ use azure_core::error::ErrorKind;
 use azure_core::http::StatusCode;
 
 use crate::config::AzureAuth;
+use crate::error::chain;
 use crate::store::StoreError;
 
 use super::settings::auth_name;
@@ -147,20 +148,6 @@ impl Whereabouts {
             AzureAuth::Sas | AzureAuth::ConnectionString => "check the credential",
         }
     }
-}
-
-/// An error and its sources, joined with ": ", skipping repeats.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(err);
-    while let Some(e) = current {
-        let text = e.to_string().trim().replace('\n', " ");
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Removes SAS signatures and bearer tokens from text that may be logged.

@@ -114,7 +114,7 @@ impl AzureStore {
                 "cannot set up {} with auth = {:?}: {}",
                 whereabouts.describe(),
                 settings::auth_name(config.auth),
-                errors::redact(&errors::chain(&e))
+                errors::redact(&crate::error::chain(&e))
             ))
         };
         let mut client_options = ClientOptions { retry: RetryOptions::none(), ..Default::default() };
