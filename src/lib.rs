@@ -10,6 +10,7 @@ pub mod compress;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod mongo;
 pub mod restore;
 pub mod retention;

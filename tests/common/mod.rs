@@ -1,6 +1,8 @@
 //! Shared helpers for tests against the real server (`MBA_TEST_MONGODB_URI`, set by tests/harness/with-services.sh).
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::path::Path;
 
 use bson::{Document, RawDocumentBuf, doc};
