@@ -12,6 +12,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod mongo;
+pub mod notify;
 pub mod restore;
 pub mod retention;
 pub mod store;
