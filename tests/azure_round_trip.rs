@@ -68,6 +68,7 @@ async fn backup_to_azurite_and_restore_round_trips_byte_for_byte() {
         renames: vec![Rename::new(&format!("{db}.$c$"), &format!("{target}.$c$")).unwrap()],
         drop: false,
         dry_run: false,
+        replay_oplog: true,
         parallel: 4,
         batch_size: 1000,
     };

@@ -18,6 +18,7 @@ fn options(include: &[String], renames: &[(&str, &str)], drop: bool) -> RestoreO
         renames: renames.iter().map(|(f, t)| Rename::new(f, t).unwrap()).collect(),
         drop,
         dry_run: false,
+        replay_oplog: true,
         parallel: 4,
         batch_size: 1000,
     }

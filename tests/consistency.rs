@@ -107,6 +107,7 @@ async fn concurrent_writes_restore_to_the_end_timestamp() {
         renames: vec![Rename::new(&format!("{db}.$c$"), &format!("{target}.$c$")).unwrap()],
         drop: false,
         dry_run: false,
+        replay_oplog: true,
         parallel: 4,
         batch_size: 1000,
     };

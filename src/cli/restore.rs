@@ -79,6 +79,7 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         renames,
         drop: args.drop,
         dry_run: args.dry_run,
+        replay_oplog: true,
         parallel: config.restore.parallel_inserts,
         batch_size: config.restore.batch_size,
     };

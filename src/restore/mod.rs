@@ -39,6 +39,9 @@ pub struct RestoreOptions {
     pub drop: bool,
     /// Only build and return the plan.
     pub dry_run: bool,
+    /// Replay the archive's oplog slice after the data, which makes the restore consistent as of the manifest's
+    /// `oplog.end`. Off for `verify --deep`, which compares the restored documents with the archive's own.
+    pub replay_oplog: bool,
     /// Insert batches in flight.
     pub parallel: usize,
     /// Documents per batch.
@@ -74,7 +77,8 @@ pub async fn restore(
     let (_, plain) =
         compress::decoder(input).await.map_err(|source| Error::Io { action: "reading the archive".into(), source })?;
     let mut reader = ArchiveReader::open(plain).await?;
-    let plan = plan::plan(client, reader.prelude(), &options.filter, &options.renames, options.drop).await?;
+    let mut plan = plan::plan(client, reader.prelude(), &options.filter, &options.renames, options.drop).await?;
+    plan.replay_oplog &= options.replay_oplog;
     let mut report = RestoreReport { plan, inserted: Vec::new(), oplog_applied: 0, users_and_roles: 0 };
     if options.dry_run {
         return Ok(report);
@@ -83,7 +87,8 @@ pub async fn restore(
 
     let planned: Vec<Option<&PlannedNamespace>> =
         reader.prelude().iter().map(|e| report.plan.namespaces.iter().find(|p| p.source == e.namespace)).collect();
-    let oplog_index = reader.prelude().iter().position(|e| e.namespace.is_oplog());
+    // Without replay, oplog entries are still read (and CRC-checked) but match no planned namespace.
+    let oplog_index = reader.prelude().iter().position(|e| e.namespace.is_oplog()).filter(|_| options.replay_oplog);
     let mut inserter = Inserter::new(client.clone(), options);
     let mut auth_docs: Vec<(Action, Document)> = Vec::new();
     let mut indexes_built = false;
