@@ -2,7 +2,7 @@
 //!
 //! The modules follow the pipeline: [`mongo`] reads the server, [`archive`] encodes, [`compress`] compresses,
 //! [`store`] persists, [`backup`] orchestrates and writes the manifest, [`restore`] goes the other way;
-//! [`retention`] decides which backups to keep and prunes the rest.
+//! [`retention`] decides which backups to keep and prunes the rest; [`verify`] proves a stored backup is intact.
 
 pub mod archive;
 pub mod backup;
@@ -16,3 +16,4 @@ pub mod notify;
 pub mod restore;
 pub mod retention;
 pub mod store;
+pub mod verify;

@@ -8,6 +8,7 @@ mod list;
 mod progress;
 mod prune;
 mod restore;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,8 @@ enum Command {
     Restore(restore::Args),
     /// List the backups in the store.
     List(list::Args),
+    /// Check a stored backup against its manifest (sha256, structure, CRCs, counts); --deep also restores it.
+    Verify(verify::Args),
     /// Write a stored backup as a standalone archive file stock mongorestore reads.
     Export(export::Args),
     /// Delete the backups `[retention]` does not keep, and stale incomplete attempts.
@@ -79,6 +82,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Backup(args) => backup::run(&config()?, args).await,
         Command::Restore(args) => restore::run(config, args).await,
         Command::List(args) => list::run(&config()?, args).await,
+        Command::Verify(args) => verify::run(&config()?, args).await,
         Command::Export(args) => export::run(&config()?, args).await,
         Command::Prune(args) => prune::run(&config()?, args).await,
         Command::Inspect(args) => inspect::run(args).await,

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 pub use oplog::update_from_oplog;
 pub use plan::{Action, PlannedNamespace, RestorePlan};
-pub use rename::Rename;
+pub use rename::{Rename, rename};
 
 use crate::archive::{ArchiveItem, ArchiveReader, CollectionKind, Namespace};
 use crate::compress;

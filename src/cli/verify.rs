@@ -1,0 +1,71 @@
+//! `verify`: is a stored backup intact? Re-reads it and checks it against its manifest; `--deep` also restores it
+//! into scratch databases and compares. Exit 0 when good, 1 with one line per problem when not.
+
+use mongo_backup_agent::backup;
+use mongo_backup_agent::config::{Config, MongoConfig};
+use mongo_backup_agent::error::{EXIT_FAILED, EXIT_OK, Result};
+use mongo_backup_agent::verify::{self, DeepOptions};
+use mongo_backup_agent::{mongo, store};
+
+/// Flags of `verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Backup id, or `latest`.
+    id: String,
+    /// Also restore into scratch databases on `[verify] scratch_uri` (default `mongodb.uri`), compare counts and
+    /// sampled documents, then drop them.
+    #[arg(long)]
+    deep: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<i32> {
+    let store = store::open(&config.storage)?;
+    let prefix = &config.storage.prefix;
+    let manifest = backup::resolve(store.as_ref(), prefix, &args.id).await?;
+    let report = verify::verify(store.as_ref(), prefix, &manifest).await?;
+    let mut problems = report.problems.clone();
+    // Restoring an archive that already failed its checks proves nothing more.
+    let deep = if args.deep && report.is_ok() {
+        let uri = config.verify.scratch_uri.clone().unwrap_or_else(|| config.mongodb.uri.clone());
+        let client = mongo::connect(&MongoConfig { uri, ..config.mongodb.clone() }).await?;
+        let deep = verify::deep(store.as_ref(), prefix, &manifest, &client, DeepOptions::from_config(config)).await?;
+        problems.extend(deep.problems.iter().cloned());
+        Some(deep)
+    } else {
+        None
+    };
+    if args.json {
+        println!("{}", serde_json::json!({"ok": problems.is_empty(), "report": report, "deep": deep}));
+    } else {
+        for problem in &problems {
+            println!("{problem}");
+        }
+        if let Some(deep) = &deep {
+            println!(
+                "deep: restored into {} scratch databases (dropped), {} collection counts and {} sampled documents compared",
+                deep.scratch_databases.len(),
+                deep.collections_compared,
+                deep.documents_sampled
+            );
+        } else if args.deep {
+            println!("deep: skipped, the archive failed the checks above");
+        }
+    }
+    if !problems.is_empty() {
+        eprintln!(
+            "mongo-backup-agent: backup {} failed verification ({} problems); restore an older backup, and check the \
+             store for damage",
+            manifest.id,
+            problems.len()
+        );
+        return Ok(EXIT_FAILED);
+    }
+    eprintln!(
+        "backup {} verified: {} bytes, sha256 ok, {} namespaces and {} documents match the manifest",
+        manifest.id, report.stored_bytes, report.namespaces_checked, report.documents
+    );
+    Ok(EXIT_OK)
+}
