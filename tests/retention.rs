@@ -204,7 +204,7 @@ fn prune_cli_dry_run_then_prune_and_list_classes() {
     assert!(out.contains(&format!("delete  {}", scenario.forgotten[0])), "{out}");
     assert!(out.contains(&format!("delete  {}  1000 B (incomplete attempt past the grace period)", scenario.stale)));
     assert!(out.contains(&format!("leave   {}  (no manifest", scenario.young)), "{out}");
-    assert!(out.contains("3 backups kept, 27 deleted, 1 incomplete attempts deleted, 2 left alone"), "{out}");
+    assert!(out.contains("summary: 3 kept, 27 deleted, 1 incomplete deleted, 2 left alone"), "{out}");
 
     let (code, out, err) = cli(&["--config", &config, "list", "--json", "--all"]);
     assert_eq!(code, 0, "{out}{err}");

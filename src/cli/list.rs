@@ -26,7 +26,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let plan = PrunePlan::from_entries(&entries, &config.retention, chrono::Utc::now());
     if !args.json {
         println!(
-            "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<16}  status",
+            "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  status",
             "id", "started (UTC)", "size", "secs", "documents", "retention"
         );
     }
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
                     .to_string()
                 } else {
                     format!(
-                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {:<16}  {}",
+                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {:<32}  {}",
                         m.id.as_str(),
                         m.started_at.format("%Y-%m-%d %H:%M:%S"),
                         human_bytes(m.archive_bytes),
@@ -61,7 +61,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
                     serde_json::json!({"id": entry.id, "status": "incomplete", "archive_bytes": bytes, "retention": class}).to_string()
                 } else {
                     format!(
-                        "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<16}  incomplete (no manifest)",
+                        "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  incomplete (no manifest)",
                         entry.id.as_str(),
                         entry.id.time().format("%Y-%m-%d %H:%M:%S"),
                         human_bytes(bytes),

@@ -45,8 +45,8 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
         }
         if let Some(deep) = &deep {
             println!(
-                "deep: restored into {} scratch databases (dropped), {} collection counts and {} sampled documents compared",
-                deep.scratch_databases.len(),
+                "deep: scratch databases {} (dropped again), collection counts compared {}, documents compared {}",
+                deep.scratch_databases.values().cloned().collect::<Vec<_>>().join(", "),
                 deep.collections_compared,
                 deep.documents_sampled
             );
@@ -56,7 +56,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     }
     if !problems.is_empty() {
         eprintln!(
-            "mongo-backup-agent: backup {} failed verification ({} problems); restore an older backup, and check the \
+            "mongo-backup-agent: backup {} failed verification, problems: {}; restore an older backup, and check the \
              store for damage",
             manifest.id,
             problems.len()
@@ -64,7 +64,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
         return Ok(EXIT_FAILED);
     }
     eprintln!(
-        "backup {} verified: {} bytes, sha256 ok, {} namespaces and {} documents match the manifest",
+        "backup {} verified: {} bytes, sha256 ok; namespaces {}, documents {}: all match the manifest",
         manifest.id, report.stored_bytes, report.namespaces_checked, report.documents
     );
     Ok(EXIT_OK)

@@ -148,7 +148,7 @@ impl std::fmt::Display for PrunePlan {
         }
         writeln!(
             f,
-            "{} backups kept, {} deleted, {} incomplete attempts deleted, {} left alone; {} freed",
+            "summary: {} kept, {} deleted, {} incomplete deleted, {} left alone, {} freed",
             self.decisions.iter().filter(|d| d.keep()).count(),
             self.forget.len(),
             self.incomplete.len(),
@@ -274,7 +274,7 @@ mod tests {
         assert!(text.contains("keep    20260501T110000Z-bbbbbb  (last)"), "{text}");
         assert!(text.contains("delete  20260501T100000Z-aaaaaa"), "{text}");
         assert!(
-            text.ends_with("1 backups kept, 1 deleted, 0 incomplete attempts deleted, 0 left alone; 1010 B freed\n"),
+            text.ends_with("summary: 1 kept, 1 deleted, 0 incomplete deleted, 0 left alone, 1010 B freed\n"),
             "{text}"
         );
     }
