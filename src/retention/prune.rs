@@ -1,6 +1,8 @@
 //! `prune`: the retention policy turned into a plan (what stays, what goes and why), then carried out so that a
 //! half-deleted backup never looks complete.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -59,17 +61,14 @@ impl PrunePlan {
     pub fn from_entries(entries: &[BackupEntry], policy: &RetentionConfig, now: DateTime<Utc>) -> Self {
         let complete: Vec<BackupId> = entries.iter().filter(|e| e.is_complete()).map(|e| e.id.clone()).collect();
         let decisions = policy::apply(policy, &complete);
+        let by_id: HashMap<&BackupId, &BackupEntry> = entries.iter().map(|e| (&e.id, e)).collect();
         let doomed = |entry: &BackupEntry| {
             let mut keys: Vec<String> = entry.objects.iter().map(|o| o.key.clone()).collect();
             keys.sort_by_key(|k| !is_manifest(k));
             Doomed { id: entry.id.clone(), keys, bytes: entry.objects.iter().map(|o| o.size).sum() }
         };
-        let forget = decisions
-            .iter()
-            .filter(|d| !d.keep())
-            .filter_map(|d| entries.iter().find(|e| e.id == d.id))
-            .map(doomed)
-            .collect();
+        let forget =
+            decisions.iter().filter(|d| !d.keep()).filter_map(|d| by_id.get(&d.id).copied()).map(doomed).collect();
         let grace = chrono::Duration::from_std(policy.incomplete_grace).unwrap_or(chrono::Duration::MAX);
         let mut incomplete = Vec::new();
         let mut left_alone = Vec::new();
@@ -101,8 +100,9 @@ impl PrunePlan {
     /// The retention class of a backup for `list`: the rules keeping it ("hourly,daily"), "prune" when the policy
     /// lets it go, "incomplete" for an attempt prune leaves alone and "prune" for one it deletes.
     pub fn class_of(&self, id: &BackupId) -> String {
-        if let Some(decision) = self.decisions.iter().find(|d| &d.id == id) {
-            decision.class()
+        // Decisions come oldest first, that is sorted by id: a year of hourly backups lists without a quadratic scan.
+        if let Ok(found) = self.decisions.binary_search_by(|d| d.id.cmp(id)) {
+            self.decisions[found].class()
         } else if self.incomplete.iter().any(|d| &d.id == id) {
             "prune".to_string()
         } else {
