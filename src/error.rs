@@ -11,6 +11,7 @@
 
 use crate::archive::ArchiveError;
 use crate::config::ConfigError;
+use crate::daemon::client::ClientError;
 use crate::store::StoreError;
 
 /// Success.
@@ -75,6 +76,9 @@ pub enum Error {
         /// Store description.
         store: String,
     },
+    /// The daemon could not be asked, or broke off.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::client::ClientError),
     /// The operation was cancelled (SIGTERM, service stop); nothing was committed.
     #[error("cancelled before completion; no backup was recorded")]
     Cancelled,
@@ -91,7 +95,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
-            Error::Unreachable { .. } => EXIT_UNAVAILABLE,
+            Error::Unreachable { .. } | Error::Daemon(ClientError::NotRunning(_)) => EXIT_UNAVAILABLE,
+            Error::Daemon(ClientError::PermissionDenied(_)) => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backup;
 pub mod compress;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod logging;
 pub mod metrics;

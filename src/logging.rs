@@ -2,10 +2,12 @@
 
 use log::{LevelFilter, Log, Metadata, Record};
 
-/// Installs the logger once per process. Under systemd (`JOURNAL_STREAM` set) records go to the journal with
-/// their key-value fields (backup id, phase, bytes); elsewhere to stderr.
-pub fn init(level: LevelFilter) {
-    let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
+/// Installs the logger once per process. Under systemd (`JOURNAL_STREAM` set), or with `prefer_journal` when a
+/// journal is running, records go to the journal with their key-value fields (backup id, phase, bytes); elsewhere
+/// to stderr.
+pub fn init(level: LevelFilter, prefer_journal: bool) {
+    let journal_running = std::path::Path::new("/run/systemd/journal/socket").exists();
+    let installed = if std::env::var_os("JOURNAL_STREAM").is_some() || (prefer_journal && journal_running) {
         systemd_journal_logger::JournalLog::new()
             .map(|j| j.with_syslog_identifier("mongo-backup-agent".into()))
             .and_then(|j| j.install().map_err(std::io::Error::other))

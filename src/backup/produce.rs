@@ -97,7 +97,7 @@ impl Job<'_> {
     async fn dump_collections<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         writer: &mut ArchiveWriter<W>,
-        index: &dyn Fn(&Namespace) -> usize,
+        index: &(dyn Fn(&Namespace) -> usize + Sync),
     ) -> Result<()> {
         let (tx, mut rx) = mpsc::channel::<Message>(self.parallel * 2);
         let mut readers = JoinSet::new();

@@ -11,7 +11,7 @@ use mongo_backup_agent::store;
 use super::human_bytes;
 
 /// Flags of `backup`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// Only these namespaces (mongodump globs: db.*, *.coll, db.coll); adds to backup.include.
     #[arg(long = "include", value_name = "NS")]

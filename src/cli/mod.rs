@@ -8,6 +8,10 @@ mod list;
 mod progress;
 mod prune;
 mod restore;
+mod run_now;
+mod serve;
+mod status;
+mod trigger;
 mod verify;
 
 use std::path::PathBuf;
@@ -48,6 +52,14 @@ enum Command {
     Inspect(inspect::Args),
     /// Validate the config and check MongoDB and the store are reachable and writable.
     Check,
+    /// Run the agent daemon (what the systemd unit starts).
+    Serve,
+    /// Ask the daemon to back up now and follow the backup to its end; exit 0 when it succeeded.
+    RunNow(run_now::Args),
+    /// Show the daemon's state, last result and recent runs.
+    Status(status::Args),
+    /// The SSH forced command: runs what SSH_ORIGINAL_COMMAND asks if it is "run-now" or "status", refuses the rest.
+    Trigger,
 }
 
 /// Parses the command line, runs the command, prints any error once, and returns the exit code.
@@ -58,7 +70,10 @@ pub fn main() -> i32 {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    mongo_backup_agent::logging::init(level);
+    // The trigger runs under sshd, outside the service: its refusals belong in the system journal, not only
+    // on the SSH client's screen.
+    let prefer_journal = matches!(cli.command, Command::Trigger);
+    mongo_backup_agent::logging::init(level, prefer_journal);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -87,6 +102,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Prune(args) => prune::run(&config()?, args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Check => check::run(&config()?).await,
+        Command::Serve => serve::run(&config_path).await,
+        Command::RunNow(args) => run_now::run(&config_path, args).await,
+        Command::Status(args) => status::run(&config_path, args).await,
+        Command::Trigger => trigger::run(&config_path).await,
     }
 }
 

@@ -16,7 +16,7 @@ const INDEX_NOT_FOUND: i32 = 27;
 pub async fn apply(
     client: &Client,
     entry: &Document,
-    target: &dyn Fn(&Namespace) -> Option<Namespace>,
+    target: &(dyn Fn(&Namespace) -> Option<Namespace> + Sync),
 ) -> Result<bool> {
     let op = entry.get_str("op").unwrap_or("n");
     let Some(ns) = entry.get_str("ns").ok().and_then(Namespace::parse) else { return Ok(false) };
@@ -57,7 +57,7 @@ async fn apply_command(
     client: &Client,
     db: &str,
     o: Document,
-    target: &dyn Fn(&Namespace) -> Option<Namespace>,
+    target: &(dyn Fn(&Namespace) -> Option<Namespace> + Sync),
 ) -> Result<bool> {
     let Some((name, value)) = o.iter().next().map(|(k, v)| (k.clone(), v.clone())) else { return Ok(false) };
     if name == "applyOps" {

@@ -111,3 +111,24 @@ pub fn config_file(dir: &Path, include: &[String]) -> String {
     std::fs::write(&path, config_text(&dir.join("store"), include, "")).unwrap();
     path.display().to_string()
 }
+
+/// Starts a server of our own (so it can be killed) on a free port; returns the child and its URI.
+pub fn own_server(dir: &std::path::Path) -> (std::process::Child, String) {
+    let bin = std::env::var("MBA_SECANTUSD").expect("MBA_SECANTUSD is set by tests/harness/with-services.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path"])
+        .arg(dir)
+        .args(["--cache-size", "256M"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child, format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=2000"))
+}

@@ -1,0 +1,45 @@
+//! `serve`: the daemon systemd runs (`Type=notify`); SIGTERM stops it cleanly, SIGHUP reloads the config.
+
+use std::path::Path;
+
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::daemon::{self, Signal};
+use mongo_backup_agent::error::{EXIT_OK, Error, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+pub async fn run(config_path: &Path) -> Result<i32> {
+    let config = Config::load(config_path)?;
+    let (listener, access) = daemon::bind(&config.daemon.socket, &config.daemon.socket_group)
+        .await
+        .map_err(|e| Error::Refused(e.to_string()))?;
+    let version = daemon::wait_for_mongodb(&config).await?;
+    log::info!(
+        "MongoDB {version} answers; storing to {}",
+        mongo_backup_agent::store::open(&config.storage)?.describe()
+    );
+    let signals = forward_signals().map_err(|e| Error::Refused(format!("cannot install signal handlers: {e}")))?;
+    daemon::run(config_path.to_path_buf(), config, listener, access, signals).await?;
+    Ok(EXIT_OK)
+}
+
+/// Turns SIGTERM/SIGINT into [`Signal::Shutdown`] and SIGHUP into [`Signal::Reload`].
+fn forward_signals() -> std::io::Result<mpsc::UnboundedReceiver<Signal>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let sent = tokio::select! {
+                _ = term.recv() => tx.send(Signal::Shutdown),
+                _ = int.recv() => tx.send(Signal::Shutdown),
+                _ = hup.recv() => tx.send(Signal::Reload),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}

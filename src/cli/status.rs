@@ -1,0 +1,80 @@
+//! `status`: what the daemon is doing, its last result and its recent runs.
+
+use std::path::{Path, PathBuf};
+
+use mongo_backup_agent::daemon::client::{ClientError, DaemonClient};
+use mongo_backup_agent::daemon::protocol::{Event, Request, StatusReply};
+use mongo_backup_agent::error::{EXIT_OK, Result};
+
+use super::human_bytes;
+
+/// Flags of `status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The daemon's reply as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Control socket [default: [daemon] socket from the config, else /run/mongo-backup-agent/control.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+pub async fn run(config_path: &Path, args: Args) -> Result<i32> {
+    let socket = args.socket.unwrap_or_else(|| super::run_now::socket_from(config_path));
+    show(&socket, args.json).await
+}
+
+/// Asks the daemon at `socket` and prints its state.
+pub async fn show(socket: &Path, json: bool) -> Result<i32> {
+    let mut client = DaemonClient::send(socket, Request::Status).await?;
+    let reply = match client.next("answering status").await? {
+        Event::Status(reply) => reply,
+        other => return Err(ClientError::Refused(format!("unexpected answer to status: {other:?}")).into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&reply).unwrap_or_default());
+    } else {
+        print!("{}", render(&reply));
+    }
+    Ok(EXIT_OK)
+}
+
+fn render(s: &StatusReply) -> String {
+    let mut out = format!(
+        "daemon: running (pid {}, agent {}), config {}\nstore: {}\n",
+        s.pid, s.agent_version, s.config, s.store
+    );
+    match &s.running {
+        Some(r) => {
+            out += &format!(
+                "now: backing up {} (started by {} at {}): {}\n",
+                r.id,
+                r.trigger,
+                r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                r.summary
+            )
+        }
+        None => out += "now: idle\n",
+    }
+    out += &match &s.next_scheduled {
+        Some(t) => format!("schedule: next backup at {t}\n"),
+        None => "schedule: none (backups run when triggered)\n".to_string(),
+    };
+    if s.recent.is_empty() {
+        out += "recent runs: none since the daemon started\n";
+    } else {
+        out += "recent runs (newest first):\n";
+        for r in &s.recent {
+            out += &format!(
+                "  {}  {:<9} {:>8.1}s {:>10}  {:<10} {}\n",
+                r.id,
+                r.outcome.as_str(),
+                r.duration_secs(),
+                human_bytes(r.bytes_out),
+                r.trigger,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,183 @@
+//! `serve`: the long-running agent systemd starts. It owns the control socket, runs one backup at a time when asked
+//! (or on its own schedule), and tells systemd the truth about readiness, status and liveness.
+
+pub mod client;
+mod handlers;
+pub mod protocol;
+mod runner;
+mod socket;
+mod systemd;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+pub use runner::{Runner, RunningBackup};
+pub use socket::{Access, SocketError, bind};
+
+use crate::config::{Config, parse_cron};
+use crate::error::{Error, Result};
+
+/// What the process's signal handlers tell the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM/SIGINT: cancel the running backup (no manifest), then exit.
+    Shutdown,
+    /// SIGHUP: re-read the config; a bad one is refused and the old one kept.
+    Reload,
+}
+
+/// How long shutdown waits for a cancelled backup to unwind before exiting anyway; inside the unit's
+/// `TimeoutStopSec=90s`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long `serve` waits for MongoDB to answer before giving up (the unit's `TimeoutStartSec=` is 120 s).
+const STARTUP_WAIT: Duration = Duration::from_secs(90);
+
+/// State every connection handler reads.
+#[derive(Debug)]
+pub struct Shared {
+    /// The backup runner.
+    pub runner: Arc<Runner>,
+    /// Who may use the socket.
+    pub access: Access,
+    /// The config file, re-read on SIGHUP.
+    pub config_path: PathBuf,
+    schedule: Mutex<Option<croner::Cron>>,
+}
+
+impl Shared {
+    /// When the own schedule fires next, if there is one.
+    pub fn next_scheduled(&self) -> Option<DateTime<Utc>> {
+        let schedule = self.schedule.lock().unwrap();
+        schedule.as_ref().and_then(|cron| cron.find_next_occurrence(&Utc::now(), false).ok())
+    }
+
+    fn set_schedule(&self, config: &Config) {
+        // Already validated by Config::parse.
+        *self.schedule.lock().unwrap() = config.schedule.cron.as_deref().and_then(|c| parse_cron(c).ok());
+    }
+}
+
+/// Waits until MongoDB answers, so `READY=1` means "can back up now". Gives up after [`STARTUP_WAIT`].
+pub async fn wait_for_mongodb(config: &Config) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        let attempt = async {
+            let client = crate::mongo::connect(&config.mongodb).await?;
+            crate::mongo::server_info(&client).await
+        };
+        match attempt.await {
+            Ok(info) => return Ok(info.version),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                systemd::status(&format!("waiting for MongoDB: {e}"));
+                log::warn!("waiting for MongoDB: {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Serves `listener` until a [`Signal::Shutdown`] arrives (or the signal channel closes). The caller binds the
+/// socket (see [`bind`]) and checks MongoDB first, so tests can run the daemon in-process on a temp dir.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    listener: UnixListener,
+    access: Access,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) -> Result<()> {
+    let socket_path = config.daemon.socket.clone();
+    let shared =
+        Arc::new(Shared { runner: Runner::new(config.clone()), access, config_path, schedule: Mutex::new(None) });
+    shared.set_schedule(&config);
+    let mut last_status = status_line(&shared.runner);
+    systemd::ready(&last_status);
+    log::info!("serving on {} ({})", socket_path.display(), schedule_note(&shared));
+
+    let watchdog_every = systemd::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    let mut status_tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let next = shared.next_scheduled();
+        let until_next = next.map_or(Duration::from_secs(3600), |t| (t - Utc::now()).to_std().unwrap_or_default());
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(handlers::serve_connection(shared.clone(), stream)); }
+                Err(e) => log::warn!("control socket: accept failed: {e}"),
+            },
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => reload(&shared),
+                Some(Signal::Shutdown) | None => break,
+            },
+            _ = watchdog.tick(), if watchdog_every.is_some() => systemd::watchdog(),
+            _ = status_tick.tick() => {
+                let line = status_line(&shared.runner);
+                if line != last_status {
+                    systemd::status(&line);
+                    last_status = line;
+                }
+            }
+            () = tokio::time::sleep(until_next), if next.is_some() => {
+                shared.runner.start_or_attach("schedule");
+            }
+        }
+    }
+    shutdown(&shared, &socket_path).await;
+    Ok(())
+}
+
+async fn shutdown(shared: &Shared, socket_path: &std::path::Path) {
+    systemd::stopping();
+    if let Some(running) = shared.runner.running() {
+        log::info!(backup_id = running.id.as_str(); "stopping: cancelling backup {}", running.id);
+        shared.runner.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, running.finished()).await.is_err() {
+            log::warn!("backup {} did not unwind within {SHUTDOWN_GRACE:?}; exiting anyway", running.id);
+        }
+    }
+    let _ = std::fs::remove_file(socket_path);
+    log::info!("stopped");
+}
+
+fn reload(shared: &Shared) {
+    systemd::reloading();
+    match Config::load(&shared.config_path) {
+        Ok(config) => {
+            if config.daemon.socket != shared.runner.config().daemon.socket {
+                log::warn!("reload: daemon.socket changed; the socket moves only when the service restarts");
+            }
+            shared.set_schedule(&config);
+            shared.runner.set_config(config);
+            log::info!("reloaded {} ({})", shared.config_path.display(), schedule_note(shared));
+        }
+        Err(e) => log::error!("reload refused, keeping the running config: {}", Error::from(e)),
+    }
+    systemd::ready(&status_line(&shared.runner));
+}
+
+fn schedule_note(shared: &Shared) -> String {
+    shared.next_scheduled().map_or_else(
+        || "no own schedule: backups run when asked".to_string(),
+        |t| format!("next scheduled backup {}", t.format("%Y-%m-%d %H:%M UTC")),
+    )
+}
+
+/// The line `systemctl status` shows.
+fn status_line(runner: &Runner) -> String {
+    if let Some(running) = runner.running() {
+        return format!("backing up: {}", running.progress.summary());
+    }
+    match runner.last() {
+        None => "idle, no backup yet".to_string(),
+        Some(r) => match &r.error {
+            None => format!("idle, last backup {} ok at {}", r.id, r.finished_at.format("%Y-%m-%d %H:%M:%S UTC")),
+            Some(e) => format!("idle, last backup {} {}: {e}", r.id, r.outcome.as_str()),
+        },
+    }
+}

@@ -1,0 +1,180 @@
+//! Single flight: at most one backup runs; a request while one runs attaches to it and gets the same result.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{RunningInfo, StatusReply};
+use crate::backup::{self, BackupId, Outcome, Progress, RunReport};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::mongo::NamespaceFilter;
+use crate::store;
+
+/// A backup in progress, shared by every request attached to it.
+#[derive(Debug)]
+pub struct RunningBackup {
+    /// Its id, known from the start so attached clients can name it.
+    pub id: BackupId,
+    /// Who started it.
+    pub trigger: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Live counters.
+    pub progress: Arc<Progress>,
+    done: watch::Sender<Option<RunReport>>,
+    cancel: CancellationToken,
+}
+
+impl RunningBackup {
+    /// Waits for the backup to end and returns its report.
+    pub async fn finished(&self) -> RunReport {
+        let mut rx = self.done.subscribe();
+        let report = rx.wait_for(Option::is_some).await.expect("the sender lives in self");
+        report.clone().expect("waited for Some")
+    }
+}
+
+/// Owns the running backup and the recent history.
+#[derive(Debug)]
+pub struct Runner {
+    config: Mutex<Arc<Config>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: Option<Arc<RunningBackup>>,
+    recent: VecDeque<RunReport>,
+}
+
+impl Runner {
+    /// A runner using `config` until [`Runner::set_config`] replaces it.
+    pub fn new(config: Config) -> Arc<Self> {
+        Arc::new(Runner { config: Mutex::new(Arc::new(config)), state: Mutex::default() })
+    }
+
+    /// The config new backups use.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.lock().unwrap().clone()
+    }
+
+    /// Replaces the config (SIGHUP); a backup already running keeps the one it started with.
+    pub fn set_config(&self, config: Config) {
+        *self.config.lock().unwrap() = Arc::new(config);
+    }
+
+    /// Starts a backup, or returns the running one. The flag says whether the caller attached to a running backup.
+    pub fn start_or_attach(self: &Arc<Self>, trigger: &str) -> (Arc<RunningBackup>, bool) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(running) = &state.running {
+            return (running.clone(), true);
+        }
+        let started_at = Utc::now();
+        let running = Arc::new(RunningBackup {
+            id: BackupId::new(started_at),
+            trigger: trigger.to_string(),
+            started_at,
+            progress: Arc::new(Progress::default()),
+            done: watch::channel(None).0,
+            cancel: CancellationToken::new(),
+        });
+        state.running = Some(running.clone());
+        drop(state);
+        log::info!(backup_id = running.id.as_str(), trigger = trigger; "backup {} started (trigger: {trigger})", running.id);
+        tokio::spawn(self.clone().execute(running.clone()));
+        (running, false)
+    }
+
+    /// The running backup, if any.
+    pub fn running(&self) -> Option<Arc<RunningBackup>> {
+        self.state.lock().unwrap().running.clone()
+    }
+
+    /// Stops the running backup (daemon shutdown): no manifest is written, so no backup exists.
+    pub fn cancel(&self) {
+        if let Some(running) = self.running() {
+            running.cancel.cancel();
+        }
+    }
+
+    /// The last finished run, if any.
+    pub fn last(&self) -> Option<RunReport> {
+        self.state.lock().unwrap().recent.front().cloned()
+    }
+
+    /// What `status` reports.
+    pub fn status(&self, config_path: &str, next_scheduled: Option<String>) -> StatusReply {
+        let config = self.config();
+        let state = self.state.lock().unwrap();
+        StatusReply {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            config: config_path.to_string(),
+            store: describe_store(&config),
+            running: state.running.as_ref().map(|r| RunningInfo {
+                id: r.id.clone(),
+                trigger: r.trigger.clone(),
+                started_at: r.started_at,
+                summary: r.progress.summary(),
+            }),
+            recent: state.recent.iter().cloned().collect(),
+            next_scheduled,
+        }
+    }
+
+    async fn execute(self: Arc<Self>, running: Arc<RunningBackup>) {
+        let config = self.config();
+        let result = tokio::select! {
+            result = backup_once(&config, &running) => result.map_err(|e| (Outcome::Failed, e.to_string())),
+            () = running.cancel.cancelled() => {
+                Err((Outcome::Cancelled, "stopped by daemon shutdown; no backup was recorded".to_string()))
+            }
+        };
+        let report = RunReport::new(
+            running.id.clone(),
+            &running.trigger,
+            describe_store(&config),
+            running.started_at,
+            &result,
+            &running.progress,
+        );
+        log_report(&report);
+        {
+            let mut state = self.state.lock().unwrap();
+            state.recent.push_front(report.clone());
+            state.recent.truncate(config.daemon.history);
+            state.running = None;
+        }
+        running.done.send_replace(Some(report));
+    }
+}
+
+async fn backup_once(config: &Config, running: &RunningBackup) -> Result<backup::Manifest> {
+    let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(Error::Usage)?;
+    let store = store::open(&config.storage)?;
+    backup::run(config, running.id.clone(), &filter, store.as_ref(), &running.progress).await
+}
+
+/// Where backups go, for status and reports; a store that cannot be opened says why instead.
+fn describe_store(config: &Config) -> String {
+    store::open(&config.storage).map_or_else(|e| format!("unusable store: {e}"), |s| s.describe())
+}
+
+fn log_report(report: &RunReport) {
+    let secs = report.duration_secs();
+    match &report.error {
+        None => log::info!(
+            backup_id = report.id.as_str(), outcome = report.outcome.as_str(), duration_secs = secs,
+            bytes_in = report.bytes_in, bytes_out = report.bytes_out, documents = report.documents;
+            "backup {} complete: {} documents, {} bytes stored, {secs:.1}s", report.id, report.documents, report.bytes_out
+        ),
+        Some(error) => log::error!(
+            backup_id = report.id.as_str(), outcome = report.outcome.as_str(), duration_secs = secs;
+            "backup {} {}: {error}", report.id, report.outcome.as_str()
+        ),
+    }
+}

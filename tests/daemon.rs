@@ -1,0 +1,355 @@
+//! The daemon as systemd runs it: a child process with a temp control socket, driven by the real CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mongo-backup-agent");
+
+/// A `serve` child process and its files.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Writes a config (`extra` is appended verbatim) and starts `serve`; returns once `status` answers.
+    fn start(dir: &Path, uri: &str, include: &[String], extra: &str) -> Daemon {
+        let socket = dir.join("control.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(&config, config_text(dir, uri, include, extra)).unwrap();
+        let daemon = Daemon::spawn(dir, &config, &socket);
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn spawn(dir: &Path, config: &Path, socket: &Path) -> Daemon {
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Daemon { child, dir: dir.to_path_buf(), config: config.to_path_buf(), socket: socket.to_path_buf() }
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.cli(&["status"]).0 == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("daemon did not answer status within 60 s; log:\n{}", self.log());
+    }
+
+    /// Runs a client command against this daemon's socket.
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        cli(&full)
+    }
+
+    fn spawn_cli(&self, args: &[&str]) -> Child {
+        Command::new(BIN)
+            .args(["--config", self.config.to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the daemon to exit; returns its exit code and how long it took.
+    fn wait_exit(&mut self, limit: Duration) -> (i32, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon still running after {limit:?}; log:\n{}", self.log());
+    }
+
+    /// Waits until `status` shows a running backup that is past connecting.
+    fn wait_backing_up(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let (_, out, _) = self.cli(&["status", "--json"]);
+            if let Ok(reply) = serde_json::from_str::<serde_json::Value>(&out)
+                && let Some(summary) = reply["running"]["summary"].as_str()
+                && summary.starts_with("dumping")
+            {
+                return reply["running"]["id"].as_str().unwrap().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no backup reached the dumping phase; log:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn manifests(&self) -> Vec<PathBuf> {
+        find(&self.dir.join("store"), "manifest.json")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(dir: &Path, uri: &str, include: &[String], extra: &str) -> String {
+    format!(
+        "[mongodb]\nuri = {uri:?}\n[storage]\npath = {:?}\nprefix = \"t\"\n[daemon]\nsocket = {:?}\n\
+         [backup]\ninclude = {include:?}\n{extra}",
+        dir.join("store").display().to_string(),
+        dir.join("control.sock").display().to_string(),
+    )
+}
+
+fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                find(&path, name)
+            } else if path.file_name().is_some_and(|n| n == name) {
+                vec![path]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect()
+}
+
+/// Slow settings: zstd at level 19 on one thread over ~24 MB of text makes a backup take several seconds, long
+/// enough to attach to it or stop it while it runs.
+const SLOW: &str = "compression = \"zstd\"\nzstd_level = 19\ncompression_threads = 1\n";
+
+/// Seeds a database with compressible text that zstd -19 chews on slowly.
+async fn seed_slow(client: &mongodb::Client, db: &str) {
+    let words = ["backup", "mongodb", "archive", "zstd", "azure", "restore", "oplog", "daemon", "socket", "retention"];
+    let docs: Vec<_> = (0..24)
+        .map(|i| {
+            let text: String =
+                (0..120_000).map(|j| words[(j * 7 + i * 13 + j / 11) % words.len()]).collect::<Vec<_>>().join(" ");
+            doc! {"_id": i as i32, "text": text}
+        })
+        .collect();
+    for chunk in docs.chunks(4) {
+        client.database(db).collection("big").insert_many(chunk.to_vec()).await.unwrap();
+    }
+}
+
+fn output(child: Child) -> (i32, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[tokio::test]
+async fn run_now_backs_up_and_a_second_request_attaches_to_the_same_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_attach");
+    seed_slow(&client().await, &db).await;
+    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], SLOW);
+
+    let first = daemon.spawn_cli(&["run-now", "--json"]);
+    let running = daemon.wait_backing_up();
+    let second = daemon.spawn_cli(&["run-now", "--json"]);
+    let (code1, out1, err1) = output(first);
+    let (code2, out2, err2) = output(second);
+    assert_eq!((code1, code2), (0, 0), "first: {err1}\nsecond: {err2}\nlog:\n{}", daemon.log());
+
+    let (events1, events2) = (events(&out1), events(&out2));
+    assert_eq!(events1[0]["type"], "started");
+    assert_eq!(events1[0]["attached"], false);
+    assert_eq!(events2[0]["attached"], true, "{out2}");
+    let finished1 = events1.last().unwrap();
+    let finished2 = events2.last().unwrap();
+    assert_eq!(finished1["type"], "finished");
+    assert_eq!(finished1["report"]["outcome"], "success");
+    assert_eq!(finished1["report"]["id"], running);
+    assert_eq!(finished2["report"]["id"], running, "the attached request got another backup's result");
+    assert!(events1.iter().any(|e| e["type"] == "progress"), "no progress events: {out1}");
+    assert_eq!(finished1["report"]["documents"], 24);
+
+    // Exactly one backup was made, and it is complete.
+    let manifests = daemon.manifests();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert!(manifests[0].parent().unwrap().ends_with(&running));
+
+    // status remembers it; the plain (non-JSON) run-now prints a summary line and exits 0.
+    let (code, out, _) = daemon.cli(&["status", "--json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["recent"][0]["id"], running);
+    assert_eq!(status["recent"][0]["trigger"], "run-now");
+    assert!(status["running"].is_null());
+    let (code, out, err) = daemon.cli(&["run-now"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("complete: 24 documents"), "{out}");
+    let (_, text, _) = daemon.cli(&["status"]);
+    assert!(text.contains("now: idle") && text.contains("success"), "{text}");
+}
+
+#[tokio::test]
+async fn sigterm_mid_backup_leaves_no_manifest_and_exits_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_term");
+    seed_slow(&client().await, &db).await;
+    let mut daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], SLOW);
+
+    let follower = daemon.spawn_cli(&["run-now"]);
+    daemon.wait_backing_up();
+    daemon.signal("TERM");
+    let (code, took) = daemon.wait_exit(Duration::from_secs(90));
+    assert_eq!(code, 0, "log:\n{}", daemon.log());
+    assert!(took < Duration::from_secs(30), "took {took:?} to stop");
+    let (follower_code, _, follower_err) = output(follower);
+    assert_ne!(follower_code, 0, "run-now succeeded although the backup was stopped");
+    assert!(follower_err.contains("cancelled") || follower_err.contains("closed the connection"), "{follower_err}");
+    assert!(daemon.manifests().is_empty(), "a stopped backup left a manifest: {:?}", daemon.manifests());
+    assert!(!daemon.socket.exists(), "the socket file was left behind");
+    assert!(daemon.log().contains("cancelling backup"), "{}", daemon.log());
+}
+
+#[tokio::test]
+async fn a_backup_against_a_stopped_server_fails_run_now_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, server_uri) = own_server(data.path());
+    let daemon = Daemon::start(dir.path(), &server_uri, &[], "");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let (code, _, err) = daemon.cli(&["run-now"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed") && err.to_lowercase().contains("mongodb"), "{err}");
+    assert!(daemon.manifests().is_empty());
+    let (_, out, _) = daemon.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["recent"][0]["outcome"], "failed");
+    assert!(status["recent"][0]["error"].as_str().unwrap().len() > 10);
+}
+
+#[tokio::test]
+async fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_hup");
+    client().await.database(&db).collection("c").insert_one(doc! {"x": 1}).await.unwrap();
+    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], "");
+    let good = std::fs::read_to_string(&daemon.config).unwrap();
+
+    std::fs::write(&daemon.config, "[backup]\ncompresion = \"zstd\"\n").unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("reload refused") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.log().contains("reload refused") && daemon.log().contains("compresion"), "{}", daemon.log());
+    // Still serving, with the old config: a backup works (the client reads the broken file, so name the socket).
+    let socket = daemon.socket.to_str().unwrap();
+    let (code, out, err) = cli(&["run-now", "--socket", socket]);
+    assert_eq!(code, 0, "{err}\n{}", daemon.log());
+    assert!(out.contains("complete: 1 documents"), "{out}");
+
+    // A good new config is taken: the schedule it adds shows in status.
+    std::fs::write(
+        &daemon.config,
+        format!("{good}[schedule]\ncron = \"0 3 * * *\"\n").replace("[schedule]", "\n[schedule]"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, out, _) = daemon.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(status["next_scheduled"].as_str().unwrap().contains("T03:00:00"), "{out}");
+}
+
+#[tokio::test]
+async fn one_daemon_per_socket_and_clients_say_when_none_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &uri(), &[], "");
+    let mut second = Daemon::spawn(dir.path(), &daemon.config, &daemon.socket);
+    let (code, _) = second.wait_exit(Duration::from_secs(30));
+    assert_ne!(code, 0);
+    assert!(second.log().contains("already serving"), "{}", second.log());
+    assert_eq!(daemon.cli(&["status"]).0, 0, "the first daemon was disturbed");
+
+    let nowhere = dir.path().join("nobody.sock");
+    let (code, _, err) = cli(&["run-now", "--socket", nowhere.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("daemon is not running") && err.contains("--standalone"), "{err}");
+    let (code, _, err) = cli(&["status", "--socket", nowhere.to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[tokio::test]
+async fn the_trigger_runs_only_what_it_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_trigger");
+    client().await.database(&db).collection("c").insert_one(doc! {"x": 1}).await.unwrap();
+    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], "");
+    let trigger = |command: &str| {
+        let out = Command::new(BIN)
+            .args(["--config", daemon.config.to_str().unwrap(), "trigger"])
+            .env("SSH_ORIGINAL_COMMAND", command)
+            .env("SSH_CONNECTION", "192.0.2.7 50000 127.0.0.1 22")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for hostile in ["rm -rf /", "run-now; id", "run-now run-now", "/bin/sh", "status --json", "restore latest"] {
+        let (code, _, err) = trigger(hostile);
+        assert_eq!(code, 2, "{hostile:?}: {err}");
+        assert!(err.contains("refused"), "{err}");
+    }
+    assert!(daemon.manifests().is_empty(), "a refused command started a backup");
+    let (code, out, err) = trigger("run-now");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("complete: 1 documents"), "{out}");
+    let (code, out, err) = trigger("");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(daemon.manifests().len(), 2);
+    let (code, status, _) = trigger("status");
+    assert_eq!(code, 0);
+    assert!(status.contains("recent runs") && status.contains("ssh"), "{status}");
+    assert!(out.contains("complete"));
+}
