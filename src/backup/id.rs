@@ -10,9 +10,12 @@ pub struct BackupId(String);
 const TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 impl BackupId {
-    /// A new id for a backup starting at `at`; the random suffix keeps two backups in one second apart.
+    /// A new id for a backup starting at `at`. The suffix starts with the millisecond, so two backups in one second
+    /// still sort in start order (retention keeps the newest by this order), and ends with random hex that keeps
+    /// two agents writing to one store apart.
     pub fn new(at: DateTime<Utc>) -> Self {
-        BackupId(format!("{}-{:06x}", at.format(TIME_FORMAT), rand::random::<u32>() & 0xff_ffff))
+        let random = rand::random::<u32>() & 0xfff;
+        BackupId(format!("{}-{:03}{random:03x}", at.format(TIME_FORMAT), at.timestamp_subsec_millis()))
     }
 
     /// Parses an id, checking its shape.
@@ -45,6 +48,17 @@ impl std::fmt::Display for BackupId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_within_one_second_sort_by_start() {
+        // Regression: with a purely random suffix, prune kept the older of two backups made in one second.
+        for _ in 0..50 {
+            let early = BackupId::new("2026-11-23T14:00:00.100Z".parse().unwrap());
+            let late = BackupId::new("2026-11-23T14:00:00.101Z".parse().unwrap());
+            assert!(early < late, "{early} !< {late}");
+        }
+        assert!(BackupId::parse("20261123T140000Z-1a2b3c").is_some(), "ids of earlier versions still parse");
+    }
 
     #[test]
     fn ids_sort_by_time_and_parse_back() {
