@@ -122,7 +122,7 @@ impl Drop for Daemon {
 fn config_text(dir: &Path, uri: &str, include: &[String], extra: &str) -> String {
     format!(
         "[mongodb]\nuri = {uri:?}\n[storage]\npath = {:?}\nprefix = \"t\"\n[daemon]\nsocket = {:?}\n\
-         [backup]\ninclude = {include:?}\n{extra}",
+         [backup]\ninclude = {include:?}\noplog = \"off\"\n{extra}",
         dir.join("store").display().to_string(),
         dir.join("control.sock").display().to_string(),
     )
@@ -322,7 +322,8 @@ async fn the_trigger_runs_only_what_it_allows() {
     let dir = tempfile::tempdir().unwrap();
     let db = unique("daemon_trigger");
     client().await.database(&db).collection("c").insert_one(doc! {"x": 1}).await.unwrap();
-    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], "");
+    // Both backups fall into one hour, where retention would keep only the newer one.
+    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], "[retention]\nprune_after_backup = false\n");
     let trigger = |command: &str| {
         let out = Command::new(BIN)
             .args(["--config", daemon.config.to_str().unwrap(), "trigger"])
@@ -352,4 +353,63 @@ async fn the_trigger_runs_only_what_it_allows() {
     assert_eq!(code, 0);
     assert!(status.contains("recent runs") && status.contains("ssh"), "{status}");
     assert!(out.contains("complete"));
+}
+
+#[tokio::test]
+async fn after_a_backup_the_daemon_verifies_prunes_notifies_and_exports_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_hooks");
+    client().await.database(&db).collection("c").insert_many((0..50).map(|i| doc! {"i": i})).await.unwrap();
+    let receiver = common::http_receiver::Receiver::start(common::http_receiver::Answer::Status(200)).await;
+    let webhook = dir.path().join("webhook-url");
+    std::fs::write(&webhook, receiver.url("/hook")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let textfile = dir.path().join("agent.prom");
+    // keep_last = 1 and nothing else: the second backup makes the first one go.
+    let extra = format!(
+        "[verify]\nafter_backup = true\n[retention]\nkeep_last = 1\nkeep_hourly = 0\nkeep_daily = 0\nkeep_weekly = 0\n\
+         keep_monthly = 0\n[notify]\non_success = true\nwebhook_url_file = {:?}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+         textfile = {:?}\n",
+        webhook.display().to_string(),
+        textfile.display().to_string()
+    );
+    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], &extra);
+
+    let (code, first, err) = daemon.cli(&["run-now"]);
+    assert_eq!(code, 0, "{err}\n{}", daemon.log());
+    let (code, second, err) = daemon.cli(&["run-now", "--json"]);
+    assert_eq!(code, 0, "{err}\n{}", daemon.log());
+    let second_id = events(&second).last().unwrap()["report"]["id"].as_str().unwrap().to_string();
+    assert!(daemon.log().contains(&format!("{second_id} verified: 1 namespaces, 50 documents")), "{}", daemon.log());
+
+    // Retention ran after the second backup: only it is left, and the first one's directory is gone.
+    let manifests = daemon.manifests();
+    assert_eq!(manifests.len(), 1, "{manifests:?} (first run: {first})");
+    assert!(manifests[0].parent().unwrap().ends_with(&second_id));
+
+    // Both successes reached the webhook (on_success = true); delivery runs beside the reply, so give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.seen().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].path, "/hook");
+    assert_eq!(seen[1].body["id"], second_id);
+    assert_eq!(seen[1].body["outcome"], "success");
+
+    // The endpoint and the textfile carry the same numbers.
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    for scrape in
+        [common::prometheus::parse(&body), common::prometheus::parse(&std::fs::read_to_string(&textfile).unwrap())]
+    {
+        assert_eq!(scrape.get("mongo_backup_agent_backups_total{outcome=\"success\"}"), 2.0);
+        assert_eq!(scrape.get("mongo_backup_agent_backups_total{outcome=\"failed\"}"), 0.0);
+        assert_eq!(scrape.get("mongo_backup_agent_backup_in_progress"), 0.0);
+        assert_eq!(scrape.get("mongo_backup_agent_last_run_success"), 1.0);
+        assert_eq!(scrape.get("mongo_backup_agent_last_run_documents"), 50.0);
+        let now = chrono::Utc::now().timestamp() as f64;
+        let last = scrape.get("mongo_backup_agent_last_success_timestamp_seconds");
+        assert!((now - 120.0..=now + 1.0).contains(&last), "last success {last}, now {now}");
+    }
 }

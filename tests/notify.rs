@@ -5,16 +5,16 @@
 //! The TLS cases trust the sink's certificate through `SSL_CERT_FILE`, which is process-wide, so they run in a child
 //! process of this test binary with its own environment, as tests/azure_keyless.rs does.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::http_receiver::{Answer, Receiver};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use http_body_util::{BodyExt, Full};
 use mongo_backup_agent::backup::{BackupId, Outcome, RunReport};
 use mongo_backup_agent::config::{ConfigError, EmailConfig, NotifyConfig, SmtpTls};
 use mongo_backup_agent::notify::{Delivery, Notifier, NotifyError, summary};
@@ -22,74 +22,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "T0KEN-b7f3c9-SECRET";
 const CHILD: &str = "MBA_NOTIFY_CHILD";
-
-// --- a loopback HTTP receiver -------------------------------------------------------------------------------
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    content_type: String,
-    body: Value,
-}
-
-/// How the receiver answers.
-#[derive(Clone, Copy)]
-enum Answer {
-    Status(u16),
-    /// Reads the request and never answers.
-    Never,
-}
-
-struct Receiver {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    async fn start(answer: Answer) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let log = Arc::clone(&log);
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let log = Arc::clone(&log);
-                    async move {
-                        let path = request.uri().path().to_string();
-                        let content_type = request.headers()[hyper::header::CONTENT_TYPE].to_str().unwrap().to_string();
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        let body = serde_json::from_slice(&body).expect("the body is JSON");
-                        log.lock().unwrap().push(Received { path, content_type, body });
-                        let status = match answer {
-                            Answer::Status(status) => status,
-                            Answer::Never => std::future::pending().await,
-                        };
-                        let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
-                        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-        Receiver { addr, seen }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Received> {
-        self.seen.lock().unwrap().clone()
-    }
-}
 
 // --- reports and configs ------------------------------------------------------------------------------------
 

@@ -15,12 +15,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub use runner::{Runner, RunningBackup};
 pub use socket::{Access, SocketError, bind};
 
 use crate::config::{Config, parse_cron};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// What the process's signal handlers tell the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +95,16 @@ pub async fn run(
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> Result<()> {
     let socket_path = config.daemon.socket.clone();
-    let shared =
-        Arc::new(Shared { runner: Runner::new(config.clone()), access, config_path, schedule: Mutex::new(None) });
+    let metrics = Arc::new(Metrics::new());
+    record_last_success(&config, &metrics).await;
+    let stop_metrics = CancellationToken::new();
+    if let Some(listen) = config.metrics.listen {
+        let listener = crate::metrics::bind(listen).await.map_err(|e| Error::Refused(e.to_string()))?;
+        log::info!("metrics on http://{listen}/metrics");
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), stop_metrics.clone().cancelled_owned()));
+    }
+    let runner = Runner::new(config.clone(), metrics)?;
+    let shared = Arc::new(Shared { runner, access, config_path, schedule: Mutex::new(None) });
     shared.set_schedule(&config);
     let mut last_status = status_line(&shared.runner);
     systemd::ready(&last_status);
@@ -129,7 +139,22 @@ pub async fn run(
         }
     }
     shutdown(&shared, &socket_path).await;
+    stop_metrics.cancel();
     Ok(())
+}
+
+/// Seeds the last-success metric from the store, so a restart does not look like hours without a backup.
+async fn record_last_success(config: &Config, metrics: &Metrics) {
+    let newest = async {
+        let store = crate::store::open(&config.storage)?;
+        let entries = crate::backup::list_backups(store.as_ref(), &config.storage.prefix).await?;
+        Ok::<_, Error>(entries.into_iter().rev().find_map(|e| e.manifest))
+    };
+    match newest.await {
+        Ok(Some(manifest)) => metrics.set_last_success(manifest.finished_at),
+        Ok(None) => {}
+        Err(e) => log::warn!("cannot read the newest backup for the last-success metric: {e}"),
+    }
 }
 
 async fn shutdown(shared: &Shared, socket_path: &std::path::Path) {
@@ -152,9 +177,14 @@ fn reload(shared: &Shared) {
             if config.daemon.socket != shared.runner.config().daemon.socket {
                 log::warn!("reload: daemon.socket changed; the socket moves only when the service restarts");
             }
-            shared.set_schedule(&config);
-            shared.runner.set_config(config);
-            log::info!("reloaded {} ({})", shared.config_path.display(), schedule_note(shared));
+            let schedule = config.clone();
+            match shared.runner.set_config(config) {
+                Ok(()) => {
+                    shared.set_schedule(&schedule);
+                    log::info!("reloaded {} ({})", shared.config_path.display(), schedule_note(shared));
+                }
+                Err(e) => log::error!("reload refused, keeping the running config: {e}"),
+            }
         }
         Err(e) => log::error!("reload refused, keeping the running config: {}", Error::from(e)),
     }

@@ -8,11 +8,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{RunningInfo, StatusReply};
-use crate::backup::{self, BackupId, Outcome, Progress, RunReport};
-use crate::config::Config;
+use crate::backup::{self, BackupId, Manifest, Outcome, Progress, RunReport};
+use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
 use crate::mongo::NamespaceFilter;
-use crate::store;
+use crate::notify::Notifier;
+use crate::store::{self, ObjectStore};
+use crate::{retention, verify};
 
 /// A backup in progress, shared by every request attached to it.
 #[derive(Debug)]
@@ -38,11 +41,18 @@ impl RunningBackup {
     }
 }
 
-/// Owns the running backup and the recent history.
-#[derive(Debug)]
+/// Owns the running backup and the recent history, and tells metrics and notifications how each run ended.
 pub struct Runner {
     config: Mutex<Arc<Config>>,
+    notifier: Mutex<Arc<Notifier>>,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("state", &self.state).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -52,9 +62,16 @@ struct State {
 }
 
 impl Runner {
-    /// A runner using `config` until [`Runner::set_config`] replaces it.
-    pub fn new(config: Config) -> Arc<Self> {
-        Arc::new(Runner { config: Mutex::new(Arc::new(config)), state: Mutex::default() })
+    /// A runner using `config` until [`Runner::set_config`] replaces it; fails when `[notify]` is unusable.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, ConfigError> {
+        let notifier = Arc::new(Notifier::new(&config.notify)?);
+        log_channels(&notifier);
+        Ok(Arc::new(Runner {
+            config: Mutex::new(Arc::new(config)),
+            notifier: Mutex::new(notifier),
+            metrics,
+            state: Mutex::default(),
+        }))
     }
 
     /// The config new backups use.
@@ -62,9 +79,14 @@ impl Runner {
         self.config.lock().unwrap().clone()
     }
 
-    /// Replaces the config (SIGHUP); a backup already running keeps the one it started with.
-    pub fn set_config(&self, config: Config) {
+    /// Replaces the config (SIGHUP); a backup already running keeps the one it started with. A `[notify]` that
+    /// cannot be used refuses the whole new config.
+    pub fn set_config(&self, config: Config) -> Result<(), ConfigError> {
+        let notifier = Arc::new(Notifier::new(&config.notify)?);
+        log_channels(&notifier);
+        *self.notifier.lock().unwrap() = notifier;
         *self.config.lock().unwrap() = Arc::new(config);
+        Ok(())
     }
 
     /// Starts a backup, or returns the running one. The flag says whether the caller attached to a running backup.
@@ -84,6 +106,8 @@ impl Runner {
         });
         state.running = Some(running.clone());
         drop(state);
+        self.metrics.started();
+        write_textfile(&self.config(), &self.metrics);
         log::info!(backup_id = running.id.as_str(), trigger = trigger; "backup {} started (trigger: {trigger})", running.id);
         tokio::spawn(self.clone().execute(running.clone()));
         (running, false)
@@ -129,7 +153,7 @@ impl Runner {
     async fn execute(self: Arc<Self>, running: Arc<RunningBackup>) {
         let config = self.config();
         let result = tokio::select! {
-            result = backup_once(&config, &running) => result.map_err(|e| (Outcome::Failed, e.to_string())),
+            result = back_up_and_maintain(&config, &running) => result.map_err(|e| (Outcome::Failed, e)),
             () = running.cancel.cancelled() => {
                 Err((Outcome::Cancelled, "stopped by daemon shutdown; no backup was recorded".to_string()))
             }
@@ -143,6 +167,12 @@ impl Runner {
             &running.progress,
         );
         log_report(&report);
+        self.metrics.finished(&report);
+        write_textfile(&config, &self.metrics);
+        let notifier = self.notifier.lock().unwrap().clone();
+        let notified = report.clone();
+        // Delivery is bounded by notify.timeout and never holds up the clients waiting for the result.
+        tokio::spawn(async move { notifier.notify(&notified).await });
         {
             let mut state = self.state.lock().unwrap();
             state.recent.push_front(report.clone());
@@ -153,10 +183,60 @@ impl Runner {
     }
 }
 
-async fn backup_once(config: &Config, running: &RunningBackup) -> Result<backup::Manifest> {
-    let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(Error::Usage)?;
-    let store = store::open(&config.storage)?;
-    backup::run(config, running.id.clone(), &filter, store.as_ref(), &running.progress).await
+/// One backup, then what the config asks after a good one: verification, then retention. A backup that fails
+/// verification is reported as failed and prunes nothing, so a bad new backup never pushes out a good old one. A
+/// prune that fails is logged and does not fail the backup.
+async fn back_up_and_maintain(config: &Config, running: &RunningBackup) -> Result<Manifest, String> {
+    let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(|e| e.to_string())?;
+    let store = store::open(&config.storage).map_err(|e| Error::from(e).to_string())?;
+    let manifest = backup::run(config, running.id.clone(), &filter, store.as_ref(), &running.progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    let prefix = &config.storage.prefix;
+    if config.verify.after_backup {
+        running.progress.set_phase("verifying");
+        let report = verify::verify(store.as_ref(), prefix, &manifest).await.map_err(|e| e.to_string())?;
+        if !report.is_ok() {
+            let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+            return Err(format!("stored, but verification failed: {}", problems.join("; ")));
+        }
+        log::info!(backup_id = manifest.id.as_str(); "backup {} verified: {} namespaces, {} documents", manifest.id, report.namespaces_checked, report.documents);
+    }
+    if config.retention.prune_after_backup {
+        running.progress.set_phase("pruning");
+        prune(store.as_ref(), config).await;
+    }
+    Ok(manifest)
+}
+
+async fn prune(store: &dyn ObjectStore, config: &Config) {
+    match retention::prune(store, &config.storage.prefix, &config.retention, chrono::Utc::now()).await {
+        Ok(report) if report.deleted_objects > 0 => log::info!(
+            "retention: deleted {} backups and {} incomplete attempts ({} bytes freed)",
+            report.plan.forget.len(),
+            report.plan.incomplete.len(),
+            report.freed_bytes
+        ),
+        Ok(_) => log::debug!("retention: nothing to delete"),
+        Err(e) => log::warn!("retention: prune failed, will retry after the next backup: {e}"),
+    }
+}
+
+fn write_textfile(config: &Config, metrics: &Metrics) {
+    if let Some(path) = &config.metrics.textfile
+        && let Err(e) = metrics::write_textfile(metrics, path)
+    {
+        log::warn!("{e}");
+    }
+}
+
+fn log_channels(notifier: &Notifier) {
+    let channels = notifier.channels();
+    if channels.is_empty() {
+        log::info!("notifications: no channel configured");
+    } else {
+        log::info!("notifications: {}", channels.join(", "));
+    }
 }
 
 /// Where backups go, for status and reports; a store that cannot be opened says why instead.
