@@ -413,3 +413,23 @@ async fn after_a_backup_the_daemon_verifies_prunes_notifies_and_exports_metrics(
         assert!((now - 120.0..=now + 1.0).contains(&last), "last success {last}, now {now}");
     }
 }
+
+#[tokio::test]
+async fn without_a_daemon_run_now_says_so_and_standalone_backs_up_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_standalone");
+    client().await.database(&db).collection("c").insert_one(doc! {"x": 1}).await.unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &uri(), &[format!("{db}.*")], "")).unwrap();
+    let config = config.to_str().unwrap();
+
+    let (code, _, err) = cli(&["--config", config, "run-now"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("systemctl start mongo-backup-agent"), "{err}");
+    assert!(find(&dir.path().join("store"), "manifest.json").is_empty());
+
+    let (code, _, err) = cli(&["--config", config, "run-now", "--standalone"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("complete: 1 collections, 1 documents"), "{err}");
+    assert_eq!(find(&dir.path().join("store"), "manifest.json").len(), 1);
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: on a fresh machine, start a local MongoDB-compatible server, seed a sample database, back it up to a
-# directory store, list it, restore it under another database name, and print counts before and after.
+# `make demo`: on a fresh machine, start a local MongoDB-compatible server, seed a sample database, start the agent's
+# daemon, back up through it with run-now, show status and list, verify the backup, restore it under another
+# database name, and print counts before and after.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -23,6 +24,8 @@ include = ["demo_shop.*"]
 kind = "filesystem"
 path = "$work/backups"
 prefix = "demo"
+[daemon]
+socket = "$work/control.sock"
 TOML
 
 counts() { "$venv/bin/python" - "$MBA_TEST_MONGODB_URI" "$1" <<'PY'
@@ -47,13 +50,23 @@ db.orders.create_index([("customer", 1), ("total", -1)])
 db.command("create", "big_spenders", viewOn="orders", pipeline=[{"$match": {"total": {"$gt": 90}}}])
 PY
 counts demo_shop
-echo "== backup"
-"$bin" --config "$work/config.toml" backup
+agent() { "$bin" --config "$work/config.toml" "$@"; }
+echo "== serve (the daemon systemd would run)"
+agent serve 2>"$work/daemon.log" &
+daemon=$!
+trap 'kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do agent status >/dev/null 2>&1 && break; sleep 0.1; done
+echo "== run-now"
+agent run-now
+echo "== status"
+agent status
 echo "== list"
-"$bin" --config "$work/config.toml" list
+agent list
+echo "== verify latest"
+agent verify latest
 echo "== restore latest as demo_shop_restored"
-"$bin" --config "$work/config.toml" restore latest --nsFrom 'demo_shop.$c$' --nsTo 'demo_shop_restored.$c$'
+# shellcheck disable=SC2016 # $c$ is the agent's rename wildcard, not a shell expansion
+agent restore latest --nsFrom 'demo_shop.$c$' --nsTo 'demo_shop_restored.$c$'
 echo "== counts before (demo_shop) and after (demo_shop_restored)"
 counts demo_shop
 counts demo_shop_restored
-rm -rf "$work"
