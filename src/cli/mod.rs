@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod export;
+mod generate;
 mod inspect;
 mod list;
 mod progress;
@@ -60,6 +61,9 @@ enum Command {
     Status(status::Args),
     /// The SSH forced command: runs what SSH_ORIGINAL_COMMAND asks if it is "run-now" or "status", refuses the rest.
     Trigger,
+    /// Write man pages or shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 /// Parses the command line, runs the command, prints any error once, and returns the exit code.
@@ -106,6 +110,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::RunNow(args) => run_now::run(&config_path, args).await,
         Command::Status(args) => status::run(&config_path, args).await,
         Command::Trigger => trigger::run(&config_path).await,
+        Command::Generate(args) => generate::run(args),
     }
 }
 
