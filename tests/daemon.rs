@@ -309,6 +309,23 @@ async fn one_daemon_per_socket_and_clients_say_when_none_runs() {
     assert!(second.log().contains("already serving"), "{}", second.log());
     assert_eq!(daemon.cli(&["status"]).0, 0, "the first daemon was disturbed");
 
+    // A client speaking another protocol version is told so; garbage and oversized lines only end their own
+    // connection.
+    use std::io::{BufRead, Write};
+    let ask = |line: &[u8]| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+        // The daemon stops reading an oversized line and hangs up, so the rest of a long write may fail.
+        let _ = stream.write_all(line);
+        let mut answer = String::new();
+        std::io::BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    };
+    let answer = ask(b"{\"version\":99,\"request\":{\"type\":\"status\"}}\n");
+    assert!(answer.contains("\"error\"") && answer.contains("protocol 99"), "{answer}");
+    assert!(ask(b"not json\n").contains("malformed"));
+    assert!(ask(&[b'x'; 2 << 20]).contains("longer than"));
+    assert_eq!(daemon.cli(&["status"]).0, 0, "a bad client took the daemon down");
+
     let nowhere = dir.path().join("nobody.sock");
     let (code, _, err) = cli(&["run-now", "--socket", nowhere.to_str().unwrap()]);
     assert_eq!(code, 3, "{err}");

@@ -106,6 +106,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_socket_gets_the_configured_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        // Root may give any group; anyone else only one of their own.
+        let group = if Uid::effective().is_root() {
+            Group::from_name("daemon").unwrap().expect("Debian has group daemon")
+        } else {
+            Group::from_gid(Gid::effective()).unwrap().unwrap()
+        };
+        bind(&path, &group.name).await.unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().gid(), group.gid.as_raw());
+    }
+
+    #[tokio::test]
     async fn own_user_is_allowed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
