@@ -9,7 +9,7 @@ LOG_TAG=check-deb
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
-need_apt lintian binutils systemd dpkg-dev man-db
+need_apt lintian binutils systemd dpkg-dev man-db procps
 MAX_GLIBC=2.27
 MAX_EXPOSURE=2.0
 
@@ -122,6 +122,7 @@ check_packaged_unit() { # against the packaged binary, in a root with the host's
     mkdir -p "$root/usr/lib/systemd"
     cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
     cp -a "$work/pkg/." "$root/"
+    install -D -m 755 /bin/kill "$root/bin/kill" # ExecReload=
     out=$(systemd-analyze verify --root="$root" --man=no mongo-backup-agent.service 2>&1) || { echo "$out"; return 1; }
     [[ -z $out ]] || { echo "$out"; return 1; }
     out=$(systemd-analyze security --offline=yes --no-pager --root="$root" mongo-backup-agent.service 2>&1) || true

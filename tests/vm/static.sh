@@ -9,7 +9,7 @@ LOG_TAG=static
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
-need_apt systemd shellcheck dpkg-dev python3 iproute2
+need_apt systemd shellcheck dpkg-dev python3 iproute2 procps
 need_vm_venv
 
 UNIT=systemd/mongo-backup-agent.service
@@ -36,6 +36,7 @@ unit_root() { # unit_root DIR [DROPIN]
     printf '#!/bin/sh\nexit 0\n' >"$root/usr/bin/mongo-backup-agent"
     chmod 755 "$root/usr/bin/mongo-backup-agent"
     cp "$UNIT" "$root/usr/lib/systemd/system/"
+    install -D -m 755 /bin/kill "$root/bin/kill" # ExecReload=
     if [[ -n ${2:-} ]]; then
         mkdir -p "$root/etc/systemd/system/mongo-backup-agent.service.d"
         cp "$2" "$root/etc/systemd/system/mongo-backup-agent.service.d/ansible.conf"
@@ -60,6 +61,9 @@ check_unit_directives() { # the hardening issue 6 names, each must stay even if 
     local want=(
         'Type=notify' 'User=mongo-backup-agent' 'StateDirectory=mongo-backup-agent'
         'RuntimeDirectory=mongo-backup-agent' 'Restart=on-failure' 'WatchdogSec=' 'TimeoutStopSec='
+        # the trigger user (group mongo-backup-trigger) must traverse the directory to reach the socket
+        'RuntimeDirectoryMode=0711'
+        "ExecReload=/bin/kill -HUP \$MAINPID" # SIGHUP reloads the config
         'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' 'PrivateDevices=yes' 'NoNewPrivileges=yes'
         'CapabilityBoundingSet=$' 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6'
         'SystemCallFilter=@system-service' 'MemoryDenyWriteExecute=yes'
