@@ -2,7 +2,8 @@
 # `make test-infra`: installs the checking tools (tests/infra/install-tools.sh, cached in $MBA_CACHE_DIR/infra) and runs
 # the infra suite: terraform fmt, python-hcl2 cross-references, cloud-init schema, shellcheck, the kustomize render,
 # kubernetes-validate --strict, the CronJob's security fields, checkov with its accepted skips, and the CronJob's ssh
-# command against a real sshd with the agent's `trigger` as forced command. Extra arguments go to pytest (-k, -x, …).
+# command against a real sshd with the agent's `trigger` as forced command and its `serve` daemon behind it (run it under
+# tests/harness/with-services.sh, as `make test-infra` does, for MongoDB). Extra arguments go to pytest (-k, -x, …).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 

@@ -10,17 +10,22 @@ home directory it cannot write.
 Users exist only inside private mount namespaces (a copy of /etc/passwd and /etc/group is bind-mounted over the
 real ones), so the machine's own accounts are never touched.
 
-The forced command defaults to `<repo>/target/debug/mongo-backup-agent trigger` (built with `cargo build` first);
-MBA_TEST_TRIGGER_COMMAND replaces it, for developing this test against another program."""
+The forced command is `<repo>/target/debug/mongo-backup-agent --config <test config> trigger` (built with `cargo build`
+first). Tests that need a daemon start the real `serve` (inside the same namespace, so the control socket's group is
+the trigger user's) against the MongoDB server of tests/harness/with-services.sh, which `make test-infra` runs this
+suite under: the kick then runs a real backup into a directory store and ssh carries the backup's exit status back."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +55,10 @@ class Vm:
     secret_mode: int
     secret_group: int
     sshd_log: Path
-    real_agent: bool
-    has_trigger: bool
-
-    def require_trigger(self) -> None:
-        """Tests of the trigger's behaviour need an agent that has it; without it they would pass vacuously (an
-        unknown subcommand also exits 2), so they are skipped, with the reason in the summary, until it exists."""
-        if not self.has_trigger:
-            pytest.skip("the agent has no `trigger` subcommand yet (issue 5); this test checks it once it does")
+    agent: Path
+    agent_config: Path
+    socket: Path
+    store: Path
 
     def namespaced(self, argv: list[str]) -> list[str]:
         """argv in a private mount namespace where the test users exist."""
@@ -67,19 +68,24 @@ class Vm:
 
     def as_kicker(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run argv the way the kicker container runs its command."""
+        return subprocess.run(self.kicker_argv(argv), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, cwd="/")
+
+    def kicker_argv(self, argv: list[str]) -> list[str]:
+        """argv wrapped to run as the kicker container's user."""
         drop = ["setpriv", f"--reuid={self.kicker_uid}", f"--regid={self.kicker_gid}",
                 f"--groups={self.kicker_groups}", "--inh-caps=-all", "--",
                 "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 f"HOME={self.kicker_home}"]
-        return subprocess.run(self.namespaced(drop + argv), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, cwd="/")
+        return self.namespaced(drop + argv)
 
     def trigger_directly(self, original_command: str) -> subprocess.CompletedProcess[str]:
         """The forced command run as sshd runs it for the trigger user, without ssh in between."""
         drop = ["setpriv", f"--reuid={self.trigger_uid}", f"--regid={self.trigger_uid}", "--init-groups",
                 "--inh-caps=-all", "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/games",
                 f"HOME={self.trigger_home}", f"USER={self.trigger_user}", f"LOGNAME={self.trigger_user}",
-                "SHELL=/bin/sh", f"SSH_ORIGINAL_COMMAND={original_command}", "/bin/sh", "-c", self.forced_command]
+                "SHELL=/bin/sh", f"SSH_CONNECTION=127.0.0.1 50000 127.0.0.1 {self.port}",
+                f"SSH_ORIGINAL_COMMAND={original_command}", "/bin/sh", "-c", self.forced_command]
         return subprocess.run(self.namespaced(drop), capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL, cwd=self.trigger_home)
 
@@ -108,19 +114,17 @@ def _keygen(path: Path) -> str:
     return Path(f"{path}.pub").read_text().strip()
 
 
-def _forced_command() -> tuple[str, bool, bool]:
-    """The forced command, whether it is the real agent, and whether that agent has a `trigger` subcommand."""
-    override = os.environ.get("MBA_TEST_TRIGGER_COMMAND")
-    if override:
-        return override, False, True
+def _agent() -> Path:
+    """The agent binary, freshly built; it must have the `trigger` subcommand this suite is about."""
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
     out = subprocess.run([cargo, "build", "--bin", "mongo-backup-agent"], cwd=lib.REPO, capture_output=True, text=True,
                          timeout=3600)
     assert out.returncode == 0, f"cargo build failed:\n{out.stderr[-4000:]}"
     binary = lib.REPO / "target" / "debug" / "mongo-backup-agent"
     assert binary.is_file(), f"{binary} was not built"
-    has_trigger = subprocess.run([str(binary), "help", "trigger"], capture_output=True, timeout=60).returncode == 0
-    return f"{binary} trigger", True, has_trigger
+    help_trigger = subprocess.run([str(binary), "help", "trigger"], capture_output=True, text=True, timeout=60)
+    assert help_trigger.returncode == 0, f"{binary} has no trigger subcommand:\n{help_trigger.stderr}"
+    return binary
 
 
 def kubelet_secret_file(pod: dict) -> tuple[int, int]:
@@ -181,10 +185,20 @@ def vm() -> Iterator[Vm]:
     kicker_uid, kicker_gid = psc["runAsUser"], psc.get("runAsGroup", 0)
     fs_group = psc.get("fsGroup")
     file_mode, file_group = kubelet_secret_file(pod)
-    forced_command, real_agent, has_trigger = _forced_command()
+    agent = _agent()
 
     base = Path(tempfile.mkdtemp(prefix="mba-ssh-"))
     base.chmod(0o755)  # the trigger user must reach its home and the agent binary's directory
+    # The agent's side: a config the trigger can read for the socket path (in production it cannot, and falls back to
+    # /run/mongo-backup-agent/control.sock), the socket's directory traversable like RuntimeDirectoryMode=0711.
+    agent_config = base / "agent" / "config.toml"
+    agent_config.parent.mkdir(mode=0o755)
+    run_dir = base / "run"
+    run_dir.mkdir(mode=0o711)
+    run_dir.chmod(0o711)
+    socket_path, store = run_dir / "control.sock", base / "store"
+    _write_agent_config(agent_config, "mongodb://127.0.0.1:9/", socket_path, store, trigger_user)
+    forced_command = f"{agent} --config {agent_config} trigger"
     sshd_dir, secrets = base / "sshd", base / "secrets"
     sshd_dir.mkdir(mode=0o700)
     secrets.mkdir(mode=0o755)
@@ -252,7 +266,7 @@ LogLevel VERBOSE
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
     vm = Vm(base, port, base / "passwd", base / "group", trigger_user, trigger_uid, trigger_home, forced_command,
             kicker_uid, kicker_gid, ",".join(str(g) for g in sorted(gids - {trigger_uid})), kicker_home, secrets,
-            file_mode, file_group, sshd_log, real_agent, has_trigger)
+            file_mode, file_group, sshd_log, agent, agent_config, socket_path, store)
     test = subprocess.run(vm.namespaced(["/usr/sbin/sshd", "-t", "-f", str(config)]), capture_output=True, text=True)
     assert test.returncode == 0, f"sshd -t rejected the test config:\n{test.stderr}"
     sshd = subprocess.Popen(vm.namespaced(["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(sshd_log)]))
@@ -302,44 +316,212 @@ def _masked(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The real agent: a `serve` daemon the trigger talks to, and MongoDB servers for it to back up
+
+def _write_agent_config(path: Path, mongodb_uri: str, socket_path: Path, store: Path, group: str) -> None:
+    path.write_text(f"""\
+# tests/infra/test_ssh.py: the agent behind the loopback sshd
+[mongodb]
+uri = {json.dumps(mongodb_uri)}
+[storage]
+path = {json.dumps(str(store))}
+prefix = "ssh"
+[daemon]
+socket = {json.dumps(str(socket_path))}
+socket_group = {json.dumps(group)}
+[backup]
+include = [{json.dumps(KICK_DB + ".*")}]
+oplog = "off"
+[retention]
+prune_after_backup = false
+""")
+    path.chmod(0o644)
+
+
+KICK_DB = "mba_ssh_kick"
+KICK_DOCS = 250
+
+
+def _mongodb_uri() -> str:
+    uri = os.environ.get("MBA_TEST_MONGODB_URI")
+    assert uri, "MBA_TEST_MONGODB_URI is not set: run this suite under tests/harness/with-services.sh (make test-infra does)"
+    return uri
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode}:\n{log.read_text()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{what} did not listen on {port}:\n{log.read_text()}"
+            time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Agent:
+    """A running `serve` and what it writes."""
+
+    vm: Vm
+    proc: subprocess.Popen
+    log: Path
+
+    def manifests(self) -> list[Path]:
+        return sorted(self.vm.store.rglob("manifest.json"))
+
+    def status(self) -> dict:
+        out = subprocess.run([str(self.vm.agent), "--config", str(self.vm.agent_config), "status", "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"status failed: {out.stderr}\n{self.log.read_text()}"
+        return json.loads(out.stdout)
+
+
+@contextlib.contextmanager
+def running_agent(vm: Vm, mongodb_uri: str) -> Iterator[Agent]:
+    """Starts the agent's daemon for `mongodb_uri`, in the test users' namespace (so it hands its socket to the trigger
+    user's group), waits until `status` answers, and stops it with SIGTERM at the end."""
+    _write_agent_config(vm.agent_config, mongodb_uri, vm.socket, vm.store, vm.trigger_user)
+    shutil.rmtree(vm.store, ignore_errors=True)  # each daemon starts with an empty store
+    log = vm.base / "agent.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(vm.namespaced([str(vm.agent), "--config", str(vm.agent_config), "serve"]),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    agent = Agent(vm, proc, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log.read_text()}"
+            probe = subprocess.run([str(vm.agent), "--config", str(vm.agent_config), "status"], capture_output=True,
+                                   timeout=30)
+            if probe.returncode == 0:
+                break
+            assert time.monotonic() < deadline, f"serve never answered status:\n{log.read_text()}"
+            time.sleep(0.2)
+        yield agent
+    finally:
+        _stop(proc)
+        assert proc.returncode == 0, f"serve exited {proc.returncode} on SIGTERM:\n{log.read_text()}"
+
+
+@contextlib.contextmanager
+def own_mongodb(base: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A SecantusDB server of this test's own, so the test can stop it under the agent's feet."""
+    binary = os.environ.get("MBA_SECANTUSD")
+    assert binary, "MBA_SECANTUSD is not set: run this suite under tests/harness/with-services.sh (make test-infra does)"
+    data = Path(tempfile.mkdtemp(prefix="secantus-", dir=base))
+    port = _free_port()
+    log = data / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data / "db"),
+                                 "--cache-size", "256M"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port, proc, "secantusd-rs", log)
+        yield f"mongodb://127.0.0.1:{port}/", proc
+    finally:
+        _stop(proc)
+
+
+def _seed(uri: str) -> None:
+    from pymongo import MongoClient
+
+    with MongoClient(uri, serverSelectionTimeoutMS=10000) as client:
+        coll = client[KICK_DB]["orders"]
+        coll.drop()
+        coll.insert_many([{"_id": i, "qty": i % 7} for i in range(KICK_DOCS)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The kick works, and its exit status is the trigger's
 
-def test_run_now_returns_the_triggers_exit_status(vm: Vm) -> None:
-    vm.require_trigger()
+HOSTILE = ["rm -rf /", "run-now; id", "/bin/sh", "run-now run-now", "status --json", "restore latest"]
+
+
+def test_without_a_daemon_the_kick_fails_and_says_so(vm: Vm) -> None:
     mark = vm.log_mark()
     via_ssh = vm.as_kicker(cronjob_command(vm))
     log = vm.log_since(mark)
     assert f"Accepted publickey for {vm.trigger_user}" in log, f"ssh did not log in:\n{via_ssh.stderr}\n{log}"
-    assert via_ssh.returncode != 255, f"ssh itself failed:\n{via_ssh.stderr}\n{log}"
 
     direct = vm.trigger_directly("run-now")
-    assert via_ssh.returncode == direct.returncode, (
-        f"Job status {via_ssh.returncode} != trigger's {direct.returncode}\nssh: {via_ssh.stderr}\ndirect: {direct.stderr}"
+    assert via_ssh.returncode == direct.returncode == 3, (
+        f"Job status {via_ssh.returncode}, trigger's {direct.returncode}, want 3 (no daemon)\n"
+        f"ssh: {via_ssh.stderr}\ndirect: {direct.stderr}"
     )
     # What the trigger says reaches the Job's log (numbers masked: timestamps and durations differ between runs).
     assert _masked(direct.stderr).strip() in _masked(via_ssh.stderr), (direct.stderr, via_ssh.stderr)
     assert _masked(direct.stdout) == _masked(via_ssh.stdout), (direct.stdout, via_ssh.stdout)
+    assert "daemon is not running" in via_ssh.stderr, via_ssh.stderr
+    # An empty command (`ssh host` with no command) is run-now too (issue 5), so it fails the same way.
+    empty = vm.as_kicker(cronjob_command(vm)[:-1])
+    assert empty.returncode == via_ssh.returncode, empty.stderr
+    assert "daemon is not running" in empty.stderr, empty.stderr
 
-    if vm.real_agent:
-        # No daemon runs in this test, so the real trigger must fail and say why (binary-dependent assertion).
-        assert direct.returncode != 0, f"trigger run-now succeeded without a daemon?\n{direct.stdout}{direct.stderr}"
-        assert "daemon" in (direct.stdout + direct.stderr).lower(), direct.stdout + direct.stderr
 
-
-@pytest.mark.parametrize("hostile", ["rm -rf /", "run-now; id", "/bin/sh", "run-now run-now", ""])
+@pytest.mark.parametrize("hostile", HOSTILE)
 def test_any_other_command_exits_2(vm: Vm, hostile: str) -> None:
-    vm.require_trigger()
-    via_ssh = vm.as_kicker(cronjob_command(vm, remote_command=hostile) if hostile else cronjob_command(vm)[:-1])
+    via_ssh = vm.as_kicker(cronjob_command(vm, remote_command=hostile))
     assert via_ssh.returncode == 2, f"ssh … {hostile!r} exited {via_ssh.returncode}:\n{via_ssh.stdout}{via_ssh.stderr}"
+    assert "refused SSH command" in via_ssh.stderr, via_ssh.stderr
     assert vm.trigger_directly(hostile).returncode == 2
 
 
-def test_status_is_answered_by_the_trigger(vm: Vm) -> None:
-    vm.require_trigger()
-    via_ssh = vm.as_kicker(cronjob_command(vm, remote_command="status"))
-    direct = vm.trigger_directly("status")
-    assert via_ssh.returncode == direct.returncode != 255, via_ssh.stderr
-    assert _masked(direct.stdout) == _masked(via_ssh.stdout), (direct.stdout, via_ssh.stdout)
+def test_kick_runs_a_backup_and_returns_its_exit_status(vm: Vm) -> None:
+    """The CronJob's command against a running daemon: a real backup, exit 0; an empty command does the same; every
+    other command is refused with exit 2 and starts nothing; `status` answers."""
+    uri = _mongodb_uri()
+    _seed(uri)
+    with running_agent(vm, uri) as agent:
+        via_ssh = vm.as_kicker(cronjob_command(vm))
+        assert via_ssh.returncode == 0, f"{via_ssh.stdout}{via_ssh.stderr}\n{agent.log.read_text()}"
+        assert f"complete: {KICK_DOCS} documents" in via_ssh.stdout + via_ssh.stderr, via_ssh.stdout + via_ssh.stderr
+        assert len(agent.manifests()) == 1, agent.manifests()
+        manifest = json.loads(agent.manifests()[0].read_text())
+        assert manifest["status"] == "complete", manifest
+        assert {n["namespace"]: n["documents"] for n in manifest["namespaces"]} == {f"{KICK_DB}.orders": KICK_DOCS}
+
+        empty = vm.as_kicker(cronjob_command(vm)[:-1])
+        assert empty.returncode == via_ssh.returncode, f"empty command: {empty.stderr}"
+        assert len(agent.manifests()) == 2, "an empty command did not back up like run-now"
+
+        runs = len(agent.status()["recent"])
+        canary = vm.base / "pwned"
+        for hostile in HOSTILE + [f"touch {canary}", f"run-now; touch {canary}", f"$(touch {canary})"]:
+            out = vm.as_kicker(cronjob_command(vm, remote_command=hostile))
+            assert out.returncode == 2, f"{hostile!r} exited {out.returncode}: {out.stderr}"
+        assert not canary.exists(), "a refused command ran"
+        assert len(agent.manifests()) == 2, "a refused command started a backup"
+        assert len(agent.status()["recent"]) == runs, "a refused command reached the daemon"
+
+        status = vm.as_kicker(cronjob_command(vm, remote_command="status"))
+        assert status.returncode == 0, status.stderr
+        direct = vm.trigger_directly("status")
+        assert direct.returncode == 0 and _masked(direct.stdout) == _masked(status.stdout), (direct, status)
+        assert "ssh" in status.stdout, status.stdout
+
+
+def test_kick_reports_a_failed_backup_with_a_nonzero_exit(vm: Vm) -> None:
+    """The daemon's MongoDB goes away after it started: the kick's backup fails and ssh exits 1, the Job fails."""
+    with own_mongodb(vm.base) as (uri, server):
+        _seed(uri)
+        with running_agent(vm, uri) as agent:
+            _stop(server)
+            via_ssh = vm.as_kicker(cronjob_command(vm))
+            assert via_ssh.returncode == 1, f"{via_ssh.returncode}: {via_ssh.stdout}{via_ssh.stderr}"
+            assert "failed" in via_ssh.stderr.lower() and "mongodb" in via_ssh.stderr.lower(), via_ssh.stderr
+            assert agent.manifests() == [], "a failed backup left a manifest"
+            assert agent.status()["recent"][0]["outcome"] == "failed"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -387,3 +569,85 @@ def test_key_is_refused_from_outside_the_from_restriction(vm: Vm) -> None:
     cmd = cronjob_command(vm)
     out = vm.as_kicker(cmd[:1] + ["-b", "127.0.0.2"] + cmd[1:])
     assert out.returncode == 255 and "Permission denied (publickey)" in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The key is no tunnel: authorized_keys' `restrict` refuses port forwarding, local (-L) and stdio (-W) alike
+
+@contextlib.contextmanager
+def canary_listener() -> Iterator[tuple[int, list[bool]]]:
+    """A TCP listener on loopback standing in for something inside the network; records whether anyone reached it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.2)
+    reached: list[bool] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            reached.append(True)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1], reached
+    finally:
+        stop.set()
+        thread.join()
+        srv.close()
+
+
+def _ssh_options(vm: Vm) -> tuple[list[str], str]:
+    """The CronJob's ssh command without its remote command, split before the destination."""
+    cmd = cronjob_command(vm)
+    assert cmd[-1] == "run-now" and "@" in cmd[-2], cmd
+    return cmd[:-2], cmd[-2]
+
+
+def test_stdio_forwarding_is_refused(vm: Vm) -> None:
+    opts, dest = _ssh_options(vm)
+    with canary_listener() as (port, reached):
+        out = vm.as_kicker([*opts, "-W", f"127.0.0.1:{port}", dest], timeout=60)
+    assert out.returncode == 255, f"ssh -W exited {out.returncode}: {out.stderr}"
+    assert "administratively prohibited" in out.stderr, out.stderr
+    assert not reached, "ssh -W reached the canary through the VM"
+
+
+def test_local_port_forwarding_is_refused(vm: Vm) -> None:
+    opts, dest = _ssh_options(vm)
+    # -n and -T are in the CronJob's options already; -N: no remote command, only the forward.
+    assert "-n" in opts and "-T" in opts, opts
+    local = _free_port()
+    with canary_listener() as (port, reached):
+        ssh = subprocess.Popen(vm.kicker_argv([*opts, "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", dest]),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd="/")
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the client listens locally once it has logged in
+                assert ssh.poll() is None, f"ssh -L exited {ssh.returncode}: {ssh.stderr.read() if ssh.stderr else ''}"
+                try:
+                    conn = socket.create_connection(("127.0.0.1", local), timeout=1)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "ssh -L never listened"
+                    time.sleep(0.1)
+            with conn:
+                conn.settimeout(10)
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                try:
+                    back = conn.recv(100)
+                except ConnectionResetError:
+                    back = b""  # the client drops the connection when the server refuses the channel
+                assert back == b"", "data came back through the forward"
+        finally:
+            ssh.terminate()
+            _, stderr = ssh.communicate(timeout=30)
+    assert "administratively prohibited" in stderr, stderr
+    assert not reached, "ssh -L reached the canary through the VM"
