@@ -70,6 +70,7 @@ check_depends() { # every libc6 (>= X) in Depends must be satisfiable by Ubuntu 
     [[ -n $v ]] || { echo "no libc6 (>= X) dependency"; return 1; }
     [[ $(printf '%s\n%s\n' "$v" "$MAX_GLIBC" | sort -V | tail -n 1) == "$MAX_GLIBC" ]] || { echo "libc6 >= $v"; return 1; }
     ! grep -qE 'libgcc-s1($|,)' <<<"$depends" || grep -q 'libgcc1' <<<"$depends" || { echo "libgcc-s1 alone: not on 18.04"; return 1; }
+    grep -qE '(^|, )ca-certificates($|,)' <<<"$depends" || { echo "no ca-certificates: the HTTPS client finds no CA roots"; return 1; }
 }
 check_compression() { # Ubuntu 18.04's dpkg (1.19) reads gzip and xz members, not zstd
     local members

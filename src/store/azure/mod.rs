@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, RetryOptions};
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
@@ -79,9 +79,29 @@ pub struct AzureStore {
     inner: Arc<Inner>,
 }
 
+/// The HTTP client under every SDK client, built here because the SDK's own builder panics when it cannot build one
+/// (a host without CA certificates: rustls finds no roots) instead of returning an error. Same settings as the SDK's.
+fn http_transport(whereabouts: &Whereabouts) -> Result<Transport, StoreError> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot set up the HTTPS client for {}: {} (no CA certificates on this host? install the \
+                 ca-certificates package, or point SSL_CERT_FILE at a PEM bundle)",
+                whereabouts.describe(),
+                crate::error::chain(&e)
+            ))
+        })?;
+    Ok(Transport::new(Arc::new(client)))
+}
+
 /// Options for the SDK clients the credentials use to fetch tokens: bounded retries there too.
-fn credential_client_options(patience: Patience) -> ClientOptions {
+fn credential_client_options(patience: Patience, transport: &Transport) -> ClientOptions {
     ClientOptions {
+        transport: Some(transport.clone()),
         retry: RetryOptions::exponential(azure_core::http::ExponentialRetryOptions {
             initial_delay: azure_core::time::Duration::milliseconds(500),
             max_retries: 4,
@@ -117,7 +137,9 @@ impl AzureStore {
                 errors::redact(&crate::error::chain(&e))
             ))
         };
-        let mut client_options = ClientOptions { retry: RetryOptions::none(), ..Default::default() };
+        let transport = http_transport(&whereabouts)?;
+        let mut client_options =
+            ClientOptions { retry: RetryOptions::none(), transport: Some(transport.clone()), ..Default::default() };
         client_options.per_call_policies.push(Arc::new(RetryPolicy::new(patience)));
         let mut url = target.container_url();
         let credential: Option<Arc<dyn TokenCredential>> = match (config.auth, secrets) {
@@ -133,14 +155,14 @@ impl AzureStore {
             (AzureAuth::ManagedIdentity, _) => Some(
                 ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                     user_assigned_id: config.client_id.clone().map(UserAssignedId::ClientId),
-                    client_options: credential_client_options(patience),
+                    client_options: credential_client_options(patience, &transport),
                 }))
                 .map_err(fail)?,
             ),
             (AzureAuth::WorkloadIdentity, _) => Some(
                 WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
                     credential_options: ClientAssertionCredentialOptions {
-                        client_options: credential_client_options(patience),
+                        client_options: credential_client_options(patience, &transport),
                     },
                     client_id: config.client_id.clone(),
                     tenant_id: config.tenant_id.clone(),
@@ -153,7 +175,9 @@ impl AzureStore {
                     config.tenant_id.as_deref().unwrap_or_default(),
                     config.client_id.clone().unwrap_or_default(),
                     secret.into(),
-                    Some(ClientSecretCredentialOptions { client_options: credential_client_options(patience) }),
+                    Some(ClientSecretCredentialOptions {
+                        client_options: credential_client_options(patience, &transport),
+                    }),
                 )
                 .map_err(fail)?,
             ),
