@@ -450,3 +450,18 @@ async fn without_a_daemon_run_now_says_so_and_standalone_backs_up_in_process() {
     assert!(err.contains("complete: 1 collections, 1 documents"), "{err}");
     assert_eq!(find(&dir.path().join("store"), "manifest.json").len(), 1);
 }
+
+#[tokio::test]
+async fn on_a_terminal_run_now_shows_live_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_tty");
+    seed_slow(&client().await, &db).await;
+    let daemon = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], SLOW);
+    // script(1) runs the command on a pseudo-terminal, as an operator's shell would; -e passes its exit status on.
+    let command = format!("{BIN} --config {} run-now", daemon.config.display());
+    let out = Command::new("script").args(["-qec", &command, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("dumping (24 documents)"), "no live progress on the terminal: {text}");
+    assert!(text.contains("complete: 24 documents"), "{text}");
+}

@@ -85,12 +85,16 @@ pub async fn follow_backup(socket: &Path, trigger: &str, style: Style) -> Result
         match event {
             Event::Started { id, attached, trigger } => {
                 waiting_for = format!("backup {id} finished");
-                if style != Style::Json {
-                    if attached {
-                        eprintln!("backup {id} was already running (started by {trigger}): waiting for its result");
-                    } else {
-                        eprintln!("backup {id} started");
-                    }
+                let line = if attached {
+                    format!("backup {id} was already running (started by {trigger}): waiting for its result")
+                } else {
+                    format!("backup {id} started")
+                };
+                match &spinner {
+                    // Above the spinner, not through it.
+                    Some(bar) => bar.println(line),
+                    None if style == Style::Lines => eprintln!("{line}"),
+                    None => {}
                 }
             }
             Event::Progress { phase: now, summary, .. } => match &spinner {
