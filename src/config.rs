@@ -40,7 +40,10 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Invalid(String),
     /// A secret could not be found in any of its sources.
-    #[error("secret {name:?} not found: set {file_key} in the config, or ${env}, or the systemd credential {name}")]
+    #[error(
+        "secret {name:?} not found: set {file_key} in the config, or ${env}, or the systemd credential {name} \
+         (outside the service: {CREDENTIALS_FILES}/{name}, readable by root)"
+    )]
     MissingSecret {
         /// Secret name (also the systemd credential name).
         name: String,
@@ -536,9 +539,19 @@ pub fn parse_cron(expression: &str) -> Result<croner::Cron, ConfigError> {
     })
 }
 
-/// Reads a secret from, in order: the file named by the config key, `MONGO_BACKUP_AGENT_<NAME>`, or the systemd
-/// credential `$CREDENTIALS_DIRECTORY/<name>`. Returns `None` when no source has it. Trailing newlines are removed.
+/// Where the Ansible role (and the manual install) keep the secrets the unit hands over with `LoadCredential=`.
+/// Operators' commands on the VM (`sudo mongo-backup-agent list`, `restore`, `verify`) run outside the service,
+/// without `$CREDENTIALS_DIRECTORY`, and read the same files from here.
+pub const CREDENTIALS_FILES: &str = "/etc/mongo-backup-agent/credentials";
+
+/// Reads a secret from, in order: the file named by the config key, `MONGO_BACKUP_AGENT_<NAME>`, the systemd
+/// credential `$CREDENTIALS_DIRECTORY/<name>`, or, outside systemd (no `$CREDENTIALS_DIRECTORY`), the credential's
+/// source file in [`CREDENTIALS_FILES`]. Returns `None` when no source has it. Trailing newlines are removed.
 pub fn read_secret(name: &str, file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    read_secret_from(name, file, Path::new(CREDENTIALS_FILES))
+}
+
+fn read_secret_from(name: &str, file: Option<&Path>, credential_files: &Path) -> Result<Option<String>, ConfigError> {
     let from_file = |path: &Path| {
         std::fs::read_to_string(path)
             .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
@@ -550,11 +563,11 @@ pub fn read_secret(name: &str, file: Option<&Path>) -> Result<Option<String>, Co
     if let Ok(value) = std::env::var(secret_env(name)) {
         return Ok(Some(value));
     }
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(&dir).join(name);
-        if path.exists() {
-            return from_file(&path).map(Some);
-        }
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map_or_else(|| credential_files.to_path_buf(), PathBuf::from);
+    let path = dir.join(name);
+    if path.exists() {
+        // Unreadable (not root) is an error that names the file, not a "not found".
+        return from_file(&path).map(Some);
     }
     Ok(None)
 }
@@ -590,6 +603,23 @@ mod tests {
         assert!(err.contains("keep_within"), "{err}");
         let err = Config::parse("[metrics]\nlisten = \"0.0.0.0:9216\"\n").unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn outside_systemd_secrets_come_from_the_credential_files() {
+        // The tests never run with CREDENTIALS_DIRECTORY set (nothing in this crate sets it).
+        assert!(std::env::var_os("CREDENTIALS_DIRECTORY").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("azure-sas"), "sv=1&sig=x\n").unwrap();
+        let found = read_secret_from("azure-sas", None, dir.path()).unwrap();
+        assert_eq!(found.as_deref(), Some("sv=1&sig=x"));
+        assert_eq!(read_secret_from("smtp-password", None, dir.path()).unwrap(), None);
+        let err = ConfigError::MissingSecret {
+            name: "azure-sas".into(),
+            file_key: "storage.sas_file".into(),
+            env: "X".into(),
+        };
+        assert!(err.to_string().contains("/etc/mongo-backup-agent/credentials/azure-sas"), "{err}");
     }
 
     #[test]
