@@ -17,4 +17,6 @@ test-deb:
 e2e:
 	bash tests/harness/with-services.sh bash tests/vm/e2e.sh
 
-TEST_TARGETS += test-vm-static
+# All of them on a cold machine too: each script installs its own tools (zig and cargo-zigbuild in a venv, cargo-deb,
+# lintian, debootstrap, systemd-container, ansible) and caches them and the Debian root under MBA_CACHE_DIR.
+TEST_TARGETS += test-vm-static test-deb e2e
