@@ -1,0 +1,288 @@
+//! `make bench`: every stage of backup and restore measured against the limit of this machine, in one run,
+//! interleaved, median of several rounds; prints a markdown table and writes it as JSON to `target/bench/`.
+//!
+//! Needs the services of `tests/harness/with-services.sh` and the release binary; `tests/bench/run.sh` provides
+//! both. Settings (environment): `MBA_BENCH_MIB` data set size (1024), `MBA_BENCH_ROUNDS` (3), `MBA_BENCH_SEED`
+//! (1), `MBA_BENCH_CASES` (comma-separated case names to run; all by default), `MBA_BENCH_AGENT` (the binary).
+
+mod dataset;
+mod limits;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use mongo_backup_agent::compress::{Compression, CompressionSettings};
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::mongo::NamespaceFilter;
+use mongo_backup_agent::store;
+
+use report::{Case, Sample};
+
+/// Where one run keeps its files (store directories, configs, the archives under test).
+struct Work {
+    dir: PathBuf,
+    agent: PathBuf,
+    uri: String,
+    endpoint: String,
+    plain: PathBuf,
+    zstd: PathBuf,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    // `cargo test --all-targets` also runs bench targets, without `--bench`: do nothing there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("pipeline bench: run it with `make bench`");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let mib: u64 = env_or("MBA_BENCH_MIB", 1024);
+    let rounds: usize = env_or("MBA_BENCH_ROUNDS", 3);
+    let seed: u64 = env_or("MBA_BENCH_SEED", 1);
+    let only: Vec<String> = std::env::var("MBA_BENCH_CASES")
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = root.join("target/bench");
+    let dir = out_dir.join(format!("work-{mib}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the work directory");
+    let work = Work {
+        agent: std::env::var_os("MBA_BENCH_AGENT")
+            .map_or_else(|| root.join("target/release/mongo-backup-agent"), PathBuf::from),
+        uri: std::env::var("MBA_TEST_MONGODB_URI").expect("MBA_TEST_MONGODB_URI (run through tests/bench/run.sh)"),
+        endpoint: std::env::var("MBA_TEST_AZURITE_BLOB_ENDPOINT").expect("MBA_TEST_AZURITE_BLOB_ENDPOINT"),
+        plain: dir.join("plain.archive"),
+        zstd: dir.join("archive.zst"),
+        dir,
+    };
+    let client = mongodb::Client::with_uri_str(&work.uri).await.expect("connect");
+    let dataset = dataset::ensure(&client, mib, seed).await;
+    limits::container(&work.endpoint, "bench").create(None).await.ok();
+    let defaults = Config::default();
+
+    // The archive under test, plain and zstd, exactly as the agent writes it (untimed).
+    agent(&work, &["backup", "--config", &config(&work, "fs", Compression::None)]);
+    let fs_none = config(&work, "fs", Compression::None);
+    agent(&work, &["export", "latest", "--config", &fs_none, "--compression", "none", "--out", path(&work.plain)]);
+    agent(&work, &["export", "latest", "--config", &fs_none, "--compression", "zstd", "--out", path(&work.zstd)]);
+    clear_store(&work, "fs", Compression::None).await;
+    let plain_bytes = std::fs::metadata(&work.plain).expect("plain archive").len();
+    let zstd_bytes = std::fs::metadata(&work.zstd).expect("zstd archive").len();
+
+    let filter = NamespaceFilter::new(&includes(), &[]).expect("filter");
+    let threads = defaults.backup.compression_settings().threads;
+    let threads =
+        if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get() as u32) } else { threads };
+    let level = (defaults.backup.zstd_level, defaults.backup.gzip_level);
+    let mut cases = report::cases(threads, level);
+    if !only.is_empty() {
+        cases.retain(|c| only.iter().any(|o| o == c.name));
+    }
+    limits::raw_read(&client, &filter, defaults.backup.parallel_collections, defaults.backup.batch_size).await;
+
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        let mut order = cases.clone();
+        let len = order.len().max(1);
+        order.rotate_left(round % len);
+        for case in &order {
+            let sample = measure(&work, &client, &filter, case, plain_bytes).await;
+            eprintln!(
+                "bench: round {} {:<22} {:>7.2}s {:>8.1} MiB/s{}",
+                round + 1,
+                case.name,
+                sample.secs,
+                sample.bytes as f64 / (1 << 20) as f64 / sample.secs,
+                sample.rss_mib.map(|r| format!(" peak RSS {r:.0} MiB")).unwrap_or_default()
+            );
+            samples.push(sample);
+        }
+    }
+    let result = report::Report::new(mib, rounds, dataset, plain_bytes, zstd_bytes, &cases, samples);
+    let table = result.markdown();
+    println!("{table}");
+    std::fs::create_dir_all(&out_dir).expect("create target/bench");
+    let json_path = out_dir.join(format!("bench-{mib}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&result.json()).expect("json")).expect("write json");
+    std::fs::write(out_dir.join(format!("bench-{mib}.md")), &table).expect("write table");
+    if let Some(across) = report::rss_across_sizes(&out_dir) {
+        println!("{across}");
+    }
+    eprintln!("bench: wrote {}", json_path.display());
+    let _ = std::fs::remove_dir_all(&work.dir);
+}
+
+async fn measure(
+    work: &Work,
+    client: &mongodb::Client,
+    filter: &NamespaceFilter,
+    case: &Case,
+    plain_bytes: u64,
+) -> Sample {
+    let defaults = Config::default();
+    let started = Instant::now();
+    let (bytes, rss_mib) = match case.name {
+        "raw-read" => (
+            limits::raw_read(client, filter, defaults.backup.parallel_collections, defaults.backup.batch_size).await,
+            None,
+        ),
+        name if name.starts_with("backup-") => {
+            let (store, compression) = case.backup.expect("backup cases name their store and compression");
+            let config = config(work, store, compression);
+            let rss = agent(work, &["backup", "--config", &config]);
+            let elapsed = started.elapsed().as_secs_f64();
+            clear_store(work, store, compression).await;
+            return Sample::new(case.name, elapsed, plain_bytes, Some(rss));
+        }
+        "zstd-cli" | "gzip-cli" | "pigz-cli" => {
+            let rss = cli(case.command.as_ref().expect("CLI cases have a command"), &work.plain);
+            (plain_bytes, Some(rss))
+        }
+        "our-zstd" | "our-gzip" => {
+            let mut settings: CompressionSettings = defaults.backup.compression_settings();
+            settings.compression = if case.name == "our-zstd" { Compression::Zstd } else { Compression::Gzip };
+            (limits::our_compressor(&work.plain, &settings).await, None)
+        }
+        "stage-block" => {
+            let container = limits::container(&work.endpoint, "bench");
+            let block = defaults.storage.block_size_kib as usize * 1024;
+            let in_flight = (defaults.storage.upload_buffer_mib as usize * 1024
+                / defaults.storage.block_size_kib as usize)
+                .clamp(1, defaults.storage.upload_concurrency);
+            let bytes = limits::stage_block_loop(&container, "bare/archive.zst", &work.zstd, block, in_flight).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            container.blob_client("bare/archive.zst").delete(None).await.expect("delete the bare upload");
+            return Sample::new(case.name, elapsed, bytes, None);
+        }
+        "our-azure-put" => {
+            let store = store::open(&azure_config(work, Compression::Zstd).storage).expect("open the Azure store");
+            let file = tokio::fs::File::open(&work.zstd).await.expect("open the zstd archive");
+            let put = store.put_stream("ours/archive.zst", Box::pin(file), &Default::default()).await.expect("put");
+            let elapsed = started.elapsed().as_secs_f64();
+            store.delete("ours/archive.zst").await.expect("delete our upload");
+            return Sample::new(case.name, elapsed, put.bytes, None);
+        }
+        "restore" => {
+            let rss = agent(
+                work,
+                &[
+                    "restore",
+                    "--archive",
+                    path(&work.plain),
+                    "--to",
+                    &work.uri,
+                    "--nsFrom",
+                    "bench_$d$.$c$",
+                    "--nsTo",
+                    "restored_$d$.$c$",
+                ],
+            );
+            let elapsed = started.elapsed().as_secs_f64();
+            drop_databases(client, "restored_").await;
+            return Sample::new(case.name, elapsed, plain_bytes, Some(rss));
+        }
+        "bare-load" => {
+            let restore = &defaults.restore;
+            let bytes =
+                limits::bare_load(client, &work.plain, "loaded_", restore.parallel_inserts, restore.batch_size).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            drop_databases(client, "loaded_").await;
+            return Sample::new(case.name, elapsed, bytes, None);
+        }
+        other => panic!("unknown case {other}"),
+    };
+    Sample::new(case.name, started.elapsed().as_secs_f64(), bytes, rss_mib)
+}
+
+fn includes() -> Vec<String> {
+    dataset::DATABASES.iter().map(|db| format!("{db}.*")).collect()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 work path")
+}
+
+/// Writes the config of a backup to `store` ("fs" or "azure") with `compression`; returns its path.
+fn config(work: &Work, store: &str, compression: Compression) -> String {
+    let file = work.dir.join(format!("{store}-{compression}.toml"));
+    let storage = match store {
+        "fs" => format!("path = {:?}\nprefix = \"fs-{compression}\"\n", path(&work.dir.join("store"))),
+        _ => {
+            let secret = work.dir.join("connection-string");
+            let connection = format!(
+                "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={};",
+                limits::DEV_ACCOUNT,
+                limits::DEV_KEY,
+                work.endpoint
+            );
+            std::fs::write(&secret, connection).expect("write the connection string");
+            format!(
+                "kind = \"azure\"\nendpoint = {:?}\ncontainer = \"bench\"\nauth = \"connection-string\"\n\
+                 connection_string_file = {:?}\nprefix = \"az-{compression}\"\n",
+                work.endpoint,
+                path(&secret)
+            )
+        }
+    };
+    let text = format!(
+        "[mongodb]\nuri = {:?}\n[storage]\n{storage}[backup]\ncompression = \"{compression}\"\ninclude = {:?}\n\
+         # The data path only: the oplog slice of a quiet server is empty, and the raw read does not read it.\n\
+         oplog = \"off\"\n",
+        work.uri,
+        includes()
+    );
+    std::fs::write(&file, text).expect("write a config");
+    path(&file).to_string()
+}
+
+fn azure_config(work: &Work, compression: Compression) -> Config {
+    Config::load(Path::new(&config(work, "azure", compression))).expect("bench config parses")
+}
+
+/// Deletes every object the backup case left in its store, so runs do not fill the disk.
+async fn clear_store(work: &Work, store: &str, compression: Compression) {
+    let config = Config::load(Path::new(&config(work, store, compression))).expect("bench config parses");
+    let store = store::open(&config.storage).expect("open the store");
+    for object in store.list(&config.storage.prefix).await.expect("list the store") {
+        store.delete(&object.key).await.expect("delete a bench object");
+    }
+}
+
+async fn drop_databases(client: &mongodb::Client, prefix: &str) {
+    for db in client.list_database_names().await.expect("list databases") {
+        if db.starts_with(prefix) {
+            client.database(&db).drop().await.expect("drop a bench database");
+        }
+    }
+}
+
+/// Runs the agent binary under `/usr/bin/time`; returns its peak RSS in MiB. Panics with its stderr on failure.
+fn agent(work: &Work, args: &[&str]) -> f64 {
+    timed(Command::new(&work.agent).args(args), &work.dir)
+}
+
+/// Runs a compressor command line on `input`, output discarded; returns its peak RSS in MiB.
+fn cli(command: &[String], input: &Path) -> f64 {
+    let dir = input.parent().expect("work dir");
+    timed(Command::new(&command[0]).args(&command[1..]).arg(input), dir)
+}
+
+fn timed(command: &mut Command, dir: &Path) -> f64 {
+    let rss_file = dir.join("time.rss");
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(command.get_program()).args(command.get_args());
+    let output = timed.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run /usr/bin/time");
+    assert!(output.status.success(), "{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr));
+    let kib: f64 = std::fs::read_to_string(&rss_file).expect("time output").trim().parse().expect("RSS in KiB");
+    kib / 1024.0
+}
