@@ -266,9 +266,15 @@ async fn drop_databases(client: &mongodb::Client, prefix: &str) {
     }
 }
 
-/// Runs the agent binary under `/usr/bin/time`; returns its peak RSS in MiB. Panics with its stderr on failure.
+/// Runs the agent binary under `/usr/bin/time`; returns its peak RSS in MiB. Panics with its stderr on failure,
+/// and if it left anything in its own empty `TMPDIR` (the "no temp files" target).
 fn agent(work: &Work, args: &[&str]) -> f64 {
-    timed(Command::new(&work.agent).args(args), &work.dir)
+    let tmp = work.dir.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("create the agent's TMPDIR");
+    let rss = timed(Command::new(&work.agent).args(args).env("TMPDIR", &tmp), &work.dir);
+    let left: Vec<_> = std::fs::read_dir(&tmp).expect("read TMPDIR").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    assert!(left.is_empty(), "`mongo-backup-agent {}` left temporary files: {left:?}", args.join(" "));
+    rss
 }
 
 /// Runs a compressor command line on `input`, output discarded; returns its peak RSS in MiB.
@@ -281,6 +287,7 @@ fn timed(command: &mut Command, dir: &Path) -> f64 {
     let rss_file = dir.join("time.rss");
     let mut timed = Command::new("/usr/bin/time");
     timed.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(command.get_program()).args(command.get_args());
+    timed.envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let output = timed.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run /usr/bin/time");
     assert!(output.status.success(), "{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr));
     let kib: f64 = std::fs::read_to_string(&rss_file).expect("time output").trim().parse().expect("RSS in KiB");

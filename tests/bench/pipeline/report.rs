@@ -197,7 +197,8 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = format!(
             "Data set {} MiB requested: {} documents in {} collections, plain archive {:.0} MiB, zstd archive {:.0} MiB \
-             (ratio {:.2}). {} rounds, interleaved; median wall time.\nMachine: {}\n\n",
+             (ratio {:.2}). {} rounds, interleaved; median wall time. Every agent run had an empty TMPDIR of its \
+             own, checked empty afterwards (no temp files).\nMachine: {}\n\n",
             self.mib,
             self.dataset.documents,
             self.dataset.collections,
