@@ -3,7 +3,7 @@
 use futures::executor::block_on;
 use std::collections::HashMap;
 
-use mongo_backup_agent::archive::{ArchiveError, ArchiveItem, ArchiveReader, CRC64};
+use mongo_backup_agent::archive::{ArchiveError, ArchiveItem, ArchiveReader, CRC64, Crc64Digest};
 
 /// Reads every item of the archive in `bytes`, stopping at the first error. A slice never returns `Pending`,
 /// so a plain executor drives the async reader without a runtime per input.
@@ -21,7 +21,7 @@ pub fn read_archive(bytes: &[u8]) -> Result<Vec<ArchiveItem>, ArchiveError> {
 /// Checks what must hold for any archive the reader accepted: each collection's reported documents, bytes and CRC
 /// are those of the documents it yielded, and every yielded document is valid BSON.
 pub fn check_consistent(items: &[ArchiveItem]) {
-    let mut seen: HashMap<usize, (u64, u64, crc::Digest<'static, u64>)> = HashMap::new();
+    let mut seen: HashMap<usize, (u64, u64, Crc64Digest)> = HashMap::new();
     for item in items {
         match item {
             ArchiveItem::Document { ns, document } => {

@@ -8,8 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::prelude::BlockHeader;
 use super::{
-    ArchiveError, ArchiveHeader, CRC64, MAGIC, MAX_DOCUMENT_LEN, MIN_DOCUMENT_LEN, Namespace, NamespaceStats,
-    PreludeEntry, TERMINATOR,
+    ArchiveError, ArchiveHeader, CRC64, Crc64Digest, MAGIC, MAX_DOCUMENT_LEN, MIN_DOCUMENT_LEN, Namespace,
+    NamespaceStats, PreludeEntry, TERMINATOR,
 };
 
 /// One step through the archive body.
@@ -32,7 +32,7 @@ pub enum ArchiveItem {
 }
 
 struct NsState {
-    digest: crc::Digest<'static, u64>,
+    digest: Crc64Digest,
     documents: u64,
     bytes: u64,
     open: bool,

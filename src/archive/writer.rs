@@ -4,7 +4,7 @@ use bson::Document;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::prelude::BlockHeader;
-use super::{ArchiveError, ArchiveHeader, CRC64, MAGIC, Namespace, PreludeEntry, TERMINATOR};
+use super::{ArchiveError, ArchiveHeader, CRC64, Crc64Digest, MAGIC, Namespace, PreludeEntry, TERMINATOR};
 
 /// What was written for one collection; goes into the manifest and is checked again by `verify`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,7 +21,7 @@ pub struct NamespaceStats {
 
 struct Slot {
     stats: NamespaceStats,
-    digest: crc::Digest<'static, u64>,
+    digest: Crc64Digest,
     ended: bool,
 }
 
