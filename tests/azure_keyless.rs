@@ -5,6 +5,7 @@
 //! `SSL_CERT_FILE`) is its own, so nothing leaks between tests running in parallel threads.
 
 mod azure_support;
+mod child;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -285,12 +286,7 @@ impl TokenServer {
 // --- parent side: set up, run a child with its own environment ------------------------------------------------
 
 fn run_child(test: &str, envs: &[(&str, String)]) -> String {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .envs(envs.iter().map(|(k, v)| (k.to_string(), v.clone())))
-        .output()
-        .unwrap();
+    let output = child::run_ignored(test, CHILD, envs);
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{test} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     for line in stdout.lines().filter(|l| l.starts_with("CHILD")) {

@@ -6,8 +6,8 @@
 //! side (different Azurite instances), which keeps the suite's wall time down.
 
 mod azure_support;
+mod child;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,11 +39,7 @@ fn mib_per_s(bytes: u64, secs: f64) -> f64 {
 
 #[test]
 fn a_large_archive_round_trips_with_peak_rss_under_256_mib() {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["large_round_trip_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
+    let output = child::run_ignored("large_round_trip_child", CHILD_ENV, &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
