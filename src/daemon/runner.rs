@@ -43,8 +43,7 @@ impl RunningBackup {
 
 /// Owns the running backup and the recent history, and tells metrics and notifications how each run ended.
 pub struct Runner {
-    config: Mutex<Arc<Config>>,
-    notifier: Mutex<Arc<Notifier>>,
+    settings: Mutex<Arc<Settings>>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
 }
@@ -64,28 +63,23 @@ struct State {
 impl Runner {
     /// A runner using `config` until [`Runner::set_config`] replaces it; fails when `[notify]` is unusable.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, ConfigError> {
-        let notifier = Arc::new(Notifier::new(&config.notify)?);
-        log_channels(&notifier);
-        Ok(Arc::new(Runner {
-            config: Mutex::new(Arc::new(config)),
-            notifier: Mutex::new(notifier),
-            metrics,
-            state: Mutex::default(),
-        }))
+        let settings = Mutex::new(Arc::new(Settings::new(config)?));
+        Ok(Arc::new(Runner { settings, metrics, state: Mutex::default() }))
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.lock().unwrap().clone()
     }
 
     /// The config new backups use.
     pub fn config(&self) -> Arc<Config> {
-        self.config.lock().unwrap().clone()
+        self.settings().config.clone()
     }
 
     /// Replaces the config (SIGHUP); a backup already running keeps the one it started with. A `[notify]` that
     /// cannot be used refuses the whole new config.
     pub fn set_config(&self, config: Config) -> Result<(), ConfigError> {
-        let notifier = Arc::new(Notifier::new(&config.notify)?);
-        log_channels(&notifier);
-        *self.notifier.lock().unwrap() = notifier;
-        *self.config.lock().unwrap() = Arc::new(config);
+        *self.settings.lock().unwrap() = Arc::new(Settings::new(config)?);
         Ok(())
     }
 
@@ -132,13 +126,13 @@ impl Runner {
 
     /// What `status` reports.
     pub fn status(&self, config_path: &str, next_scheduled: Option<String>) -> StatusReply {
-        let config = self.config();
+        let settings = self.settings();
         let state = self.state.lock().unwrap();
         StatusReply {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             config: config_path.to_string(),
-            store: describe_store(&config),
+            store: settings.store.clone(),
             running: state.running.as_ref().map(|r| RunningInfo {
                 id: r.id.clone(),
                 trigger: r.trigger.clone(),
@@ -151,9 +145,10 @@ impl Runner {
     }
 
     async fn execute(self: Arc<Self>, running: Arc<RunningBackup>) {
-        let config = self.config();
+        let settings = self.settings();
+        let config = &settings.config;
         let result = tokio::select! {
-            result = back_up_and_maintain(&config, &running) => result.map_err(|e| (Outcome::Failed, e)),
+            result = back_up_and_maintain(config, &running) => result.map_err(|e| (Outcome::Failed, e)),
             () = running.cancel.cancelled() => {
                 Err((Outcome::Cancelled, "stopped by daemon shutdown; no backup was recorded".to_string()))
             }
@@ -161,15 +156,16 @@ impl Runner {
         let report = RunReport::new(
             running.id.clone(),
             &running.trigger,
-            describe_store(&config),
+            settings.store.clone(),
             running.started_at,
             &result,
             &running.progress,
         );
         log_report(&report);
         self.metrics.finished(&report);
-        write_textfile(&config, &self.metrics);
-        let notifier = self.notifier.lock().unwrap().clone();
+        write_textfile(config, &self.metrics);
+        // The notifier in force now: a reload during the run may have changed where notifications go.
+        let notifier = self.settings().notifier.clone();
         let notified = report.clone();
         // Delivery is bounded by notify.timeout and never holds up the clients waiting for the result.
         tokio::spawn(async move { notifier.notify(&notified).await });
@@ -239,9 +235,22 @@ fn log_channels(notifier: &Notifier) {
     }
 }
 
-/// Where backups go, for status and reports; a store that cannot be opened says why instead.
-fn describe_store(config: &Config) -> String {
-    store::open(&config.storage).map_or_else(|e| format!("unusable store: {e}"), |s| s.describe())
+/// A config with what is derived from it once, not per request: the notifier (its secrets read) and the store's
+/// description. Replaced as a whole on reload.
+struct Settings {
+    config: Arc<Config>,
+    notifier: Arc<Notifier>,
+    /// Where backups go, for status and reports; a store that cannot be opened says why instead.
+    store: String,
+}
+
+impl Settings {
+    fn new(config: Config) -> Result<Self, ConfigError> {
+        let notifier = Arc::new(Notifier::new(&config.notify)?);
+        log_channels(&notifier);
+        let store = store::open(&config.storage).map_or_else(|e| format!("unusable store: {e}"), |s| s.describe());
+        Ok(Settings { config: Arc::new(config), notifier, store })
+    }
 }
 
 fn log_report(report: &RunReport) {
