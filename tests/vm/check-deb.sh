@@ -22,16 +22,6 @@ log "checking $deb"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-passed=0
-check() { # check NAME CMD...: runs one check, counts it, keeps going so every failure is reported
-    local name=$1; shift
-    if "$@" >"$work/out" 2>&1; then
-        passed=$((passed + 1)); log "ok   $name"
-    else
-        failures=$((failures + 1)); log "FAIL $name"; sed 's/^/    /' "$work/out" >&2
-    fi
-}
 
 dpkg-deb -x "$deb" "$work/pkg"
 dpkg-deb -e "$deb" "$work/control"
@@ -143,5 +133,4 @@ check "man page renders cleanly" check_man_page
 check "shell completions" check_completions
 check "packaged unit: verify silent, exposure <= $MAX_EXPOSURE" check_packaged_unit
 
-echo "$passed passed, $failures failed"
-((failures == 0))
+checks_summary

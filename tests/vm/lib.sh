@@ -11,6 +11,26 @@ export ANSIBLE_GALAXY_SERVER_LIST="" ANSIBLE_COLLECTIONS_PATH=$CACHE/ansible-col
 log() { echo "[$(date +%T)] ${LOG_TAG:-vm}: $*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
+# check NAME CMD...: runs one check, counts it, keeps going so every failure is reported; checks_summary prints
+# the counts and fails when any check did.
+failures=0
+passed=0
+check() {
+    local name=$1 out
+    shift
+    out=$(mktemp)
+    if "$@" >"$out" 2>&1; then
+        passed=$((passed + 1)); log "ok   $name"
+    else
+        failures=$((failures + 1)); log "FAIL $name"; sed 's/^/    /' "$out" >&2
+    fi
+    rm -f "$out"
+}
+checks_summary() {
+    echo "$passed passed, $failures failed"
+    ((failures == 0))
+}
+
 # need_apt PKG...: installs the Debian packages not installed yet (apt-get update first, only when needed).
 need_apt() {
     local missing=() pkg

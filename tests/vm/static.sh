@@ -16,16 +16,6 @@ UNIT=systemd/mongo-backup-agent.service
 MAX_EXPOSURE=2.0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-passed=0
-check() { # check NAME CMD...: runs one check, counts it, keeps going so every failure is reported
-    local name=$1; shift
-    if "$@" >"$work/out" 2>&1; then
-        passed=$((passed + 1)); log "ok   $name"
-    else
-        failures=$((failures + 1)); log "FAIL $name"; sed 's/^/    /' "$work/out" >&2
-    fi
-}
 
 # A root holding the host's units (sysinit.target & co.), a stand-in for the binary and our unit: systemd-analyze
 # verify resolves ExecStart= and dependencies inside it. The real binary is verified by tests/vm/check-deb.sh.
@@ -158,5 +148,4 @@ check "ansible-lint (production profile)" check_ansible_lint
 check "role templates: TOML, unit drop-in, authorized_keys" check_templates
 check "example inventory renders a valid config" check_example_inventory
 
-echo "$passed passed, $failures failed"
-((failures == 0))
+checks_summary
