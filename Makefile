@@ -17,6 +17,7 @@ build:
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --no-default-features -- -D warnings
 
 include $(wildcard mk/*.mk)
 

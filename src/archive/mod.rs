@@ -16,12 +16,14 @@
 //! The CRC is CRC-64/XZ (Go's `crc64.ECMA` table) over the collection's concatenated documents.
 
 mod error;
+mod filter;
 mod metadata;
 mod prelude;
 mod reader;
 mod writer;
 
 pub use error::ArchiveError;
+pub use filter::NamespaceFilter;
 pub use metadata::{CollectionKind, CollectionMetadata};
 pub use prelude::{ArchiveHeader, Namespace, PreludeEntry};
 pub use reader::{ArchiveItem, ArchiveReader};

@@ -1,8 +1,6 @@
 //! A backup: MongoDB → archive → compression → store, then the manifest that makes it exist.
 
-mod id;
 mod list;
-mod manifest;
 mod pipe;
 mod produce;
 mod progress;
@@ -12,11 +10,13 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-pub use id::BackupId;
 pub use list::{BackupEntry, archive_key, list_backups, manifest_key, resolve};
-pub use manifest::{MANIFEST_NAME, MANIFEST_VERSION, Manifest, NamespaceRecord, OplogInfo, OplogTimestamp};
 pub use progress::{CollectionProgress, Progress};
 pub use report::{Outcome, RunReport};
+// What a backup writes last, and the id it is filed under.
+pub use crate::manifest::{
+    BackupId, MANIFEST_NAME, MANIFEST_VERSION, Manifest, NamespaceRecord, OplogInfo, OplogTimestamp,
+};
 
 use crate::archive::{ArchiveHeader, CollectionKind, CollectionMetadata, Namespace, PreludeEntry};
 use crate::config::{Config, OplogMode};

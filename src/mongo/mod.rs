@@ -2,12 +2,12 @@
 
 mod catalog;
 mod client;
-mod filter;
 pub mod oplog;
 mod reader;
 pub mod users;
 
 pub use catalog::{CollectionInfo, is_backed_up, list_collections};
 pub use client::{ServerInfo, connect, server_info};
-pub use filter::NamespaceFilter;
+// Backup selects collections with the filter that restore applies to an archive's namespaces.
+pub use crate::archive::NamespaceFilter;
 pub use reader::{BLOCK_TARGET_BYTES, DocumentBatch, next_batch, open_cursor};

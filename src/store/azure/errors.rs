@@ -11,8 +11,6 @@ use crate::config::AzureAuth;
 use crate::error::chain;
 use crate::store::StoreError;
 
-use super::settings::auth_name;
-
 /// What a message needs to know about the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Whereabouts {
@@ -87,7 +85,7 @@ impl Whereabouts {
                     StatusCode::Unauthorized | StatusCode::Forbidden => StoreError::Backend(format!(
                         "{subject} in {store} was refused (HTTP {} {code}) using {}: {}",
                         u16::from(*status),
-                        auth_name(self.auth),
+                        self.auth.as_str(),
                         self.refusal_hint()
                     )),
                     StatusCode::PreconditionFailed => StoreError::Backend(format!(
@@ -112,7 +110,7 @@ impl Whereabouts {
             ErrorKind::Credential => StoreError::Backend(format!(
                 "{subject} in {store}: could not get an access token for {} ({}): {detail}; {}",
                 self.identity(),
-                auth_name(self.auth),
+                self.auth.as_str(),
                 self.credential_hint()
             )),
             ErrorKind::Io | ErrorKind::Connection if super::retry::is_tls_failure(&err) => {

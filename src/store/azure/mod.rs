@@ -34,7 +34,6 @@ use futures::TryStreamExt;
 use crate::config::{AzureAuth, StorageConfig};
 use crate::store::{ByteStream, ObjectInfo, ObjectMeta, ObjectStore, PutSummary, StoreError, validate_key};
 
-pub use settings::{url_prefix, validate_config};
 pub use shared_key::{SharedKeyPolicy, canonicalized_resource, string_to_sign};
 pub use upload::{BlockPlan, MAX_BLOCKS};
 
@@ -133,7 +132,7 @@ impl AzureStore {
             StoreError::Backend(format!(
                 "cannot set up {} with auth = {:?}: {}",
                 whereabouts.describe(),
-                settings::auth_name(config.auth),
+                config.auth.as_str(),
                 errors::redact(&crate::error::chain(&e))
             ))
         };
@@ -184,7 +183,7 @@ impl AzureStore {
             (auth, _) => {
                 return Err(StoreError::Backend(format!(
                     "auth = {:?} got no credential; this is a bug",
-                    settings::auth_name(auth)
+                    auth.as_str()
                 )));
             }
         };

@@ -21,12 +21,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
 
 use super::Inner;
+use crate::config::azure::MAX_BLOCK_BYTES;
 use crate::store::{ByteStream, DigestingReader, ObjectMeta, PutSummary, StoreError};
 
 /// Azure's limit on blocks in one blob.
 pub const MAX_BLOCKS: u64 = 50_000;
-/// Azure's largest block.
-pub const MAX_BLOCK_BYTES: u64 = 4000 << 20;
 /// The archive size the growth plan guarantees to fit in [`MAX_BLOCKS`] blocks.
 pub const PLANNED_TOTAL: u64 = 4 << 40;
 /// Blocks kept in reserve below the limit, for safety.

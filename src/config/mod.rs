@@ -3,12 +3,15 @@
 //! Path: `--config`, else `$MONGO_BACKUP_AGENT_CONFIG`, else [`DEFAULT_PATH`]. The reference is
 //! `packaging/config.example.toml`, which a test parses.
 
+pub mod azure;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::archive::NamespaceFilter;
 use crate::compress::{Compression, CompressionSettings};
 
 /// Where the package installs the configuration.
@@ -198,6 +201,19 @@ pub enum AzureAuth {
     ConnectionString,
 }
 
+impl AzureAuth {
+    /// The config spelling, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AzureAuth::ManagedIdentity => "managed-identity",
+            AzureAuth::WorkloadIdentity => "workload-identity",
+            AzureAuth::ClientSecret => "client-secret",
+            AzureAuth::Sas => "sas",
+            AzureAuth::ConnectionString => "connection-string",
+        }
+    }
+}
+
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -289,7 +305,7 @@ impl StorageConfig {
 
     /// The prefix backups live under: the PREFIX part of `url` when it has one, else `prefix`.
     pub fn key_prefix(&self) -> String {
-        crate::store::azure::url_prefix(self).unwrap_or_else(|| self.prefix.clone())
+        azure::url_prefix(self).unwrap_or_else(|| self.prefix.clone())
     }
 }
 
@@ -514,9 +530,9 @@ impl Config {
         check(self.restore.parallel_inserts > 0, "restore.parallel_inserts must be positive")?;
         check(self.restore.batch_size > 0, "restore.batch_size must be positive")?;
         check(!self.mongodb.uri.is_empty(), "mongodb.uri must be set")?;
-        crate::mongo::NamespaceFilter::new(&b.include, &b.exclude)
+        NamespaceFilter::new(&b.include, &b.exclude)
             .map_err(|e| ConfigError::Invalid(format!("backup.include/exclude: {e}")))?;
-        crate::store::azure::validate_config(&self.storage).map_err(ConfigError::Invalid)?;
+        azure::validate(&self.storage).map_err(ConfigError::Invalid)?;
         if let Some(cron) = &self.schedule.cron {
             parse_cron(cron)?;
         }
@@ -583,7 +599,7 @@ mod tests {
 
     #[test]
     fn reference_config_parses() {
-        let text = include_str!("../packaging/config.example.toml");
+        let text = include_str!("../../packaging/config.example.toml");
         let config = Config::parse(text).unwrap();
         assert_eq!(config.backup.compression, Compression::Zstd);
         assert_eq!(config.storage.prefix, "mongodb");

@@ -1,10 +1,13 @@
 //! The manifest: written last, it is what makes a backup exist. Schema documented in the README.
 
+mod id;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::BackupId;
 use crate::compress::Compression;
+
+pub use id::BackupId;
 
 /// Version of the manifest schema; bumped on incompatible changes so old agents refuse new manifests clearly.
 pub const MANIFEST_VERSION: u32 = 1;

@@ -2,7 +2,7 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::archive::Namespace;
+use super::Namespace;
 
 /// Include and exclude globs; a namespace passes if it matches an include (or there are none) and no exclude.
 #[derive(Debug, Clone)]
