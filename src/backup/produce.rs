@@ -106,14 +106,15 @@ impl Job<'_> {
             .iter()
             .filter(|c| c.metadata.kind != CollectionKind::View)
             .map(|c| {
-                (index(&c.namespace), c.source.clone(), self.progress.track(c.namespace.clone(), c.document_estimate))
+                let batch_size = mongo::bounded_batch_size(self.batch_size, c.size_bytes, c.document_estimate);
+                let tracked = self.progress.track(c.namespace.clone(), c.document_estimate);
+                (index(&c.namespace), c.source.clone(), batch_size, tracked)
             })
             .collect();
-        let (client, batch_size, permits) =
-            (self.client.clone(), self.batch_size, std::sync::Arc::new(Semaphore::new(self.parallel)));
+        let (client, permits) = (self.client.clone(), std::sync::Arc::new(Semaphore::new(self.parallel)));
         // One dispatcher hands out permits in order, so collections start strictly largest first.
         readers.spawn(async move {
-            for (ns, source, tracked) in work {
+            for (ns, source, batch_size, tracked) in work {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let (client, tx) = (client.clone(), tx.clone());
                 tokio::spawn(async move {

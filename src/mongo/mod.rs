@@ -10,4 +10,4 @@ pub use catalog::{CollectionInfo, is_backed_up, list_collections};
 pub use client::{ServerInfo, connect, server_info};
 // Backup selects collections with the filter that restore applies to an archive's namespaces.
 pub use crate::archive::NamespaceFilter;
-pub use reader::{BLOCK_TARGET_BYTES, DocumentBatch, next_batch, open_cursor};
+pub use reader::{BLOCK_TARGET_BYTES, DocumentBatch, bounded_batch_size, next_batch, open_cursor};

@@ -19,6 +19,16 @@ pub struct DocumentBatch {
 /// Target size of one archive block; large enough to amortise headers, small enough to bound memory.
 pub const BLOCK_TARGET_BYTES: usize = 4 << 20;
 
+/// The server batch size for a collection of `size_bytes` in `documents`: at most `configured` documents and, going
+/// by the average document, about one block's worth of bytes. The driver holds a whole server batch (up to 16 MiB)
+/// while we copy it into blocks, so without this bound each of the parallel readers of a collection of large
+/// documents would hold 16 MiB more than a block.
+pub fn bounded_batch_size(configured: u32, size_bytes: u64, documents: u64) -> u32 {
+    let average = size_bytes.checked_div(documents).unwrap_or(0).max(1);
+    let by_bytes = (BLOCK_TARGET_BYTES as u64 / average).max(1);
+    configured.min(u32::try_from(by_bytes).unwrap_or(u32::MAX))
+}
+
 /// Opens a natural-order cursor over `ns` (a `$natural` hint: no index, no sort, like mongodump).
 pub async fn open_cursor(client: &Client, ns: &Namespace, batch_size: u32) -> Result<Cursor<RawDocumentBuf>> {
     client
@@ -34,12 +44,35 @@ pub async fn open_cursor(client: &Client, ns: &Namespace, batch_size: u32) -> Re
 /// The next batch of about [`BLOCK_TARGET_BYTES`] from `cursor`, or `None` when it is exhausted.
 /// `what` names the source in errors.
 pub async fn next_batch(cursor: &mut Cursor<RawDocumentBuf>, what: &str) -> Result<Option<DocumentBatch>> {
-    let mut batch = DocumentBatch::default();
+    let mut batch = DocumentBatch { bytes: Vec::with_capacity(BLOCK_TARGET_BYTES), count: 0 };
     while batch.bytes.len() < BLOCK_TARGET_BYTES
         && cursor.advance().await.map_err(Error::mongo(format!("reading {what}")))?
     {
-        batch.bytes.extend_from_slice(cursor.current().as_bytes());
+        let document = cursor.current().as_bytes();
+        // The document that crosses the target grows the block by exactly its size, not to double the capacity:
+        // queued blocks are most of the backup's memory.
+        batch.bytes.reserve_exact(document.len());
+        batch.bytes.extend_from_slice(document);
         batch.count += 1;
     }
     Ok((batch.count > 0).then_some(batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_batches_hold_about_one_block() {
+        let mib = 1u64 << 20;
+        // Small documents: the configured count is the bound.
+        assert_eq!(bounded_batch_size(10_000, 250 * 1_000_000, 1_000_000), 10_000);
+        // 4 KB documents: about a block's worth.
+        assert_eq!(bounded_batch_size(10_000, 4096 * 1_000_000, 1_000_000), 1024);
+        // Documents larger than a block: one at a time.
+        assert_eq!(bounded_batch_size(10_000, 300 * 3 * mib, 300), 1);
+        // No statistics (empty or new collection): the configured count.
+        assert_eq!(bounded_batch_size(10_000, 0, 0), 10_000);
+        assert_eq!(bounded_batch_size(10_000, 5 * mib, 0), 10_000);
+    }
 }
