@@ -8,8 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::prelude::BlockHeader;
 use super::{
-    ArchiveError, ArchiveHeader, CRC64, Crc64Digest, MAGIC, MAX_DOCUMENT_LEN, MIN_DOCUMENT_LEN, Namespace,
-    NamespaceStats, PreludeEntry, TERMINATOR,
+    ArchiveError, ArchiveHeader, Crc64Digest, MAGIC, MAX_DOCUMENT_LEN, MIN_DOCUMENT_LEN, Namespace, NamespaceStats,
+    PreludeEntry, TERMINATOR,
 };
 
 /// One step through the archive body.
@@ -98,7 +98,13 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
                 return Err(ArchiveError::Structure(format!("{} appears twice in the prelude", entry.namespace)));
             }
             reader.prelude.push(entry);
-            reader.states.push(NsState { digest: CRC64.digest(), documents: 0, bytes: 0, open: false, ended: false });
+            reader.states.push(NsState {
+                digest: Crc64Digest::new(),
+                documents: 0,
+                bytes: 0,
+                open: false,
+                ended: false,
+            });
         }
         Ok(reader)
     }
@@ -131,7 +137,7 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
                     len => {
                         let document = self.read_document_body(len, &context).await?;
                         let state = &mut self.states[ns];
-                        state.digest.update(&document);
+                        state.digest.write(&document);
                         state.documents += 1;
                         state.bytes += document.len() as u64;
                         return Ok(Some(ArchiveItem::Document { ns, document }));
@@ -191,7 +197,7 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
 
     async fn end_collection(&mut self, ns: usize, expected: u64) -> Result<ArchiveItem, ArchiveError> {
         let state = &mut self.states[ns];
-        let actual = std::mem::replace(&mut state.digest, CRC64.digest()).finalize();
+        let actual = std::mem::take(&mut state.digest).sum64();
         state.ended = true;
         if state.open {
             state.open = false;

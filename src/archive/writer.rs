@@ -4,7 +4,7 @@ use bson::Document;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::prelude::BlockHeader;
-use super::{ArchiveError, ArchiveHeader, CRC64, Crc64Digest, MAGIC, Namespace, PreludeEntry, TERMINATOR};
+use super::{ArchiveError, ArchiveHeader, Crc64Digest, MAGIC, Namespace, PreludeEntry, TERMINATOR};
 
 /// What was written for one collection; goes into the manifest and is checked again by `verify`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +41,7 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
                 .iter()
                 .map(|entry| Slot {
                     stats: NamespaceStats { namespace: entry.namespace.clone(), documents: 0, bytes: 0, crc: 0 },
-                    digest: CRC64.digest(),
+                    digest: Crc64Digest::new(),
                     ended: false,
                 })
                 .collect(),
@@ -62,7 +62,7 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
             return Ok(());
         }
         let slot = self.open_slot(ns)?;
-        slot.digest.update(documents);
+        slot.digest.write(documents);
         slot.stats.documents += count;
         slot.stats.bytes += documents.len() as u64;
         let header = BlockHeader { namespace: slot.stats.namespace.clone(), eof: false, crc: 0 };
@@ -75,7 +75,7 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
     pub async fn end_collection(&mut self, ns: usize) -> Result<(), ArchiveError> {
         let slot = self.open_slot(ns)?;
         slot.ended = true;
-        slot.stats.crc = std::mem::replace(&mut slot.digest, CRC64.digest()).finalize();
+        slot.stats.crc = std::mem::take(&mut slot.digest).sum64();
         let header = BlockHeader { namespace: slot.stats.namespace.clone(), eof: true, crc: slot.stats.crc };
         self.write_document(&header.to_document()).await?;
         self.write_raw(&TERMINATOR.to_le_bytes()).await
