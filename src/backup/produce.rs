@@ -99,7 +99,8 @@ impl Job<'_> {
         writer: &mut ArchiveWriter<W>,
         index: &(dyn Fn(&Namespace) -> usize + Sync),
     ) -> Result<()> {
-        let (tx, mut rx) = mpsc::channel::<Message>(self.parallel * 2);
+        // One queued block per reader: blocks only queue while the writer is busy, and each is 4 MiB of memory.
+        let (tx, mut rx) = mpsc::channel::<Message>(self.parallel);
         let mut readers = JoinSet::new();
         let work: Vec<_> = self
             .collections

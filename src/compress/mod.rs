@@ -66,6 +66,12 @@ impl std::fmt::Display for Compression {
     }
 }
 
+/// Bytes each zstd worker compresses at a time. zstd's multi-threaded buffers (a round buffer of input plus a
+/// compressed buffer per job in flight) scale with the job size, which defaults to 8 MiB at level 3: 109 MiB of heap
+/// in a backup, most of its memory. At 2 MiB the compressed size stays within 0.01% and the stage is no slower
+/// (README, Performance).
+const ZSTD_JOB_BYTES: u32 = 2 << 20;
+
 /// A boxed writer; the pipeline does not care which codec sits in front of the store.
 pub type BoxWriter = Pin<Box<dyn AsyncWrite + Send>>;
 
@@ -81,7 +87,7 @@ pub fn encoder<W: AsyncWrite + Send + 'static>(settings: &CompressionSettings, o
             Box::pin(ZstdEncoder::with_quality_and_params(
                 out,
                 Level::Precise(settings.zstd_level),
-                &[CParameter::nb_workers(threads)],
+                &[CParameter::nb_workers(threads), CParameter::job_size(ZSTD_JOB_BYTES)],
             ))
         }
         Compression::Gzip => Box::pin(GzipEncoder::with_quality(out, Level::Precise(settings.gzip_level as i32))),
