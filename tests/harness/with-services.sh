@@ -3,7 +3,8 @@
 # MBA_TEST_MONGODB_URI already points at a real mongod) and Azurite. Installs them on first use, starts each on a
 # free 127.0.0.1 port with fresh storage, exports where they are, and stops them when the command ends.
 #
-# Exports: MBA_TEST_MONGODB_URI, MBA_SECANTUSD (binary, for tests that need a server of their own to stop),
+# Exports: MBA_TEST_MONGODB_URI, MBA_TEST_MONGODB_PID (when it started the server: the bench counts its CPU),
+#          MBA_SECANTUSD (binary, for tests that need a server of their own to stop),
 #          MBA_AZURITE_BLOB (binary), MBA_TEST_AZURITE_BLOB_ENDPOINT (http://127.0.0.1:PORT/devstoreaccount1),
 #          MBA_TEST_SMTP_PYTHON (a python with aiosmtpd: the notification tests start tests/harness/smtp-sink.py
 #          with it, one sink per test, plain or with STARTTLS or SMTPS and a certificate of their own).
@@ -40,7 +41,7 @@ if [ -z "${MBA_TEST_MONGODB_URI:-}" ]; then
     >"$work/secantus.log" 2>&1 &
   pids+=($!)
   wait_port "$port" secantusd-rs "$work/secantus.log"
-  export MBA_TEST_MONGODB_URI="mongodb://127.0.0.1:$port/"
+  export MBA_TEST_MONGODB_URI="mongodb://127.0.0.1:$port/" MBA_TEST_MONGODB_PID="${pids[-1]}"
 fi
 
 export MBA_AZURITE_BLOB="$(bash "$here/install-azurite.sh")"

@@ -4,7 +4,9 @@
 //! Needs the services of `tests/harness/with-services.sh` and the release binary; `tests/bench/run.sh` provides
 //! both. Settings (environment): `MBA_BENCH_MIB` data set size (1024), `MBA_BENCH_ROUNDS` (3), `MBA_BENCH_SEED`
 //! (1), `MBA_BENCH_CASES` (comma-separated case names to run; all by default), `MBA_BENCH_AGENT` (the binary).
+//! `MBA_TEST_MONGODB_PID` (set by the harness when it started the server) adds the server's CPU seconds.
 
+mod cpu;
 mod dataset;
 mod limits;
 mod report;
@@ -18,7 +20,7 @@ use mongo_backup_agent::config::Config;
 use mongo_backup_agent::mongo::NamespaceFilter;
 use mongo_backup_agent::store;
 
-use report::{Case, Sample};
+use report::{Case, ChildRun, Sample};
 
 /// Where one run keeps its files (store directories, configs, the archives under test).
 struct Work {
@@ -90,20 +92,25 @@ async fn run() {
     }
     limits::raw_read(&client, &filter, defaults.backup.parallel_collections, defaults.backup.batch_size).await;
 
+    let server_pid = std::env::var("MBA_TEST_MONGODB_PID").ok();
     let mut samples = Vec::new();
     for round in 0..rounds {
         let mut order = cases.clone();
         let len = order.len().max(1);
         order.rotate_left(round % len);
         for case in &order {
-            let sample = measure(&work, &client, &filter, case, plain_bytes).await;
+            let meter = cpu::Meter::start(server_pid.as_deref());
+            let mut sample = measure(&work, &client, &filter, case, plain_bytes).await;
+            sample.account_cpu(meter.stop());
             eprintln!(
-                "bench: round {} {:<22} {:>7.2}s {:>8.1} MiB/s{}",
+                "bench: round {} {:<22} {:>7.2}s {:>8.1} MiB/s{}{}{}",
                 round + 1,
                 case.name,
                 sample.secs,
                 sample.bytes as f64 / (1 << 20) as f64 / sample.secs,
-                sample.rss_mib.map(|r| format!(" peak RSS {r:.0} MiB")).unwrap_or_default()
+                sample.rss_mib.map(|r| format!(" peak RSS {r:.0} MiB")).unwrap_or_default(),
+                sample.cpu_secs.map(|c| format!(" CPU {c:.2}s")).unwrap_or_default(),
+                sample.server_cpu_secs.map(|c| format!(" server CPU {c:.2}s")).unwrap_or_default()
             );
             samples.push(sample);
         }
@@ -131,7 +138,7 @@ async fn measure(
 ) -> Sample {
     let defaults = Config::default();
     let started = Instant::now();
-    let (bytes, rss_mib) = match case.name {
+    let (bytes, child) = match case.name {
         "raw-read" => (
             limits::raw_read(client, filter, defaults.backup.parallel_collections, defaults.backup.batch_size).await,
             None,
@@ -139,14 +146,14 @@ async fn measure(
         name if name.starts_with("backup-") => {
             let (store, compression) = case.backup.expect("backup cases name their store and compression");
             let config = config(work, store, compression);
-            let rss = agent(work, &["backup", "--config", &config]);
+            let run = agent(work, &["backup", "--config", &config]);
             let elapsed = started.elapsed().as_secs_f64();
             clear_store(work, store, compression).await;
-            return Sample::new(case.name, elapsed, plain_bytes, Some(rss));
+            return Sample::new(case.name, elapsed, plain_bytes, Some(run));
         }
         "zstd-cli" | "gzip-cli" | "pigz-cli" => {
-            let rss = cli(case.command.as_ref().expect("CLI cases have a command"), &work.plain);
-            (plain_bytes, Some(rss))
+            let run = cli(case.command.as_ref().expect("CLI cases have a command"), &work.plain);
+            (plain_bytes, Some(run))
         }
         "our-zstd" | "our-gzip" => {
             let mut settings: CompressionSettings = defaults.backup.compression_settings();
@@ -173,7 +180,7 @@ async fn measure(
             return Sample::new(case.name, elapsed, put.bytes, None);
         }
         "restore" => {
-            let rss = agent(
+            let run = agent(
                 work,
                 &[
                     "restore",
@@ -189,7 +196,7 @@ async fn measure(
             );
             let elapsed = started.elapsed().as_secs_f64();
             drop_databases(client, "restored_").await;
-            return Sample::new(case.name, elapsed, plain_bytes, Some(rss));
+            return Sample::new(case.name, elapsed, plain_bytes, Some(run));
         }
         "bare-load" => {
             let restore = &defaults.restore;
@@ -201,7 +208,7 @@ async fn measure(
         }
         other => panic!("unknown case {other}"),
     };
-    Sample::new(case.name, started.elapsed().as_secs_f64(), bytes, rss_mib)
+    Sample::new(case.name, started.elapsed().as_secs_f64(), bytes, child)
 }
 
 fn includes() -> Vec<String> {
@@ -266,30 +273,36 @@ async fn drop_databases(client: &mongodb::Client, prefix: &str) {
     }
 }
 
-/// Runs the agent binary under `/usr/bin/time`; returns its peak RSS in MiB. Panics with its stderr on failure,
-/// and if it left anything in its own empty `TMPDIR` (the "no temp files" target).
-fn agent(work: &Work, args: &[&str]) -> f64 {
+/// Runs the agent binary under `/usr/bin/time`; returns its peak RSS and CPU time. Panics with its stderr on
+/// failure, and if it left anything in its own empty `TMPDIR` (the "no temp files" target).
+fn agent(work: &Work, args: &[&str]) -> ChildRun {
     let tmp = work.dir.join("tmp");
     std::fs::create_dir_all(&tmp).expect("create the agent's TMPDIR");
-    let rss = timed(Command::new(&work.agent).args(args).env("TMPDIR", &tmp), &work.dir);
+    let run = timed(Command::new(&work.agent).args(args).env("TMPDIR", &tmp), &work.dir);
     let left: Vec<_> = std::fs::read_dir(&tmp).expect("read TMPDIR").filter_map(|e| e.ok()).map(|e| e.path()).collect();
     assert!(left.is_empty(), "`mongo-backup-agent {}` left temporary files: {left:?}", args.join(" "));
-    rss
+    run
 }
 
-/// Runs a compressor command line on `input`, output discarded; returns its peak RSS in MiB.
-fn cli(command: &[String], input: &Path) -> f64 {
+/// Runs a compressor command line on `input`, output discarded; returns its peak RSS and CPU time.
+fn cli(command: &[String], input: &Path) -> ChildRun {
     let dir = input.parent().expect("work dir");
     timed(Command::new(&command[0]).args(&command[1..]).arg(input), dir)
 }
 
-fn timed(command: &mut Command, dir: &Path) -> f64 {
+fn timed(command: &mut Command, dir: &Path) -> ChildRun {
     let rss_file = dir.join("time.rss");
     let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(command.get_program()).args(command.get_args());
+    timed.arg("-f").arg("%M %U %S").arg("-o").arg(&rss_file).arg(command.get_program()).args(command.get_args());
     timed.envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let output = timed.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run /usr/bin/time");
     assert!(output.status.success(), "{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr));
-    let kib: f64 = std::fs::read_to_string(&rss_file).expect("time output").trim().parse().expect("RSS in KiB");
-    kib / 1024.0
+    let text = std::fs::read_to_string(&rss_file).expect("time output");
+    let [kib, user, system]: [f64; 3] = text
+        .split_whitespace()
+        .map(|v| v.parse().expect("a number from /usr/bin/time"))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("peak RSS, user and system time");
+    ChildRun { rss_mib: kib / 1024.0, cpu_secs: user + system }
 }

@@ -96,6 +96,15 @@ pub fn cases(threads: u32, (zstd_level, gzip_level): (i32, u32)) -> Vec<Case> {
     ]
 }
 
+/// What `/usr/bin/time` says of a case run as a child process.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildRun {
+    /// Peak RSS.
+    pub rss_mib: f64,
+    /// User plus system CPU seconds.
+    pub cpu_secs: f64,
+}
+
 /// One measurement.
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -106,12 +115,29 @@ pub struct Sample {
     pub bytes: u64,
     /// Peak RSS of the child process, for cases run as one.
     pub rss_mib: Option<f64>,
+    /// CPU seconds of the child process, or of this process for cases run in it.
+    pub cpu_secs: Option<f64>,
+    /// CPU seconds of the MongoDB server during the case, when its pid is known.
+    pub server_cpu_secs: Option<f64>,
 }
 
 impl Sample {
-    /// A sample of case `name`.
-    pub fn new(name: &'static str, secs: f64, bytes: u64, rss_mib: Option<f64>) -> Self {
-        Sample { name, secs, bytes, rss_mib }
+    /// A sample of case `name`; `child` when it ran as a child process.
+    pub fn new(name: &'static str, secs: f64, bytes: u64, child: Option<ChildRun>) -> Self {
+        Sample {
+            name,
+            secs,
+            bytes,
+            rss_mib: child.map(|c| c.rss_mib),
+            cpu_secs: child.map(|c| c.cpu_secs),
+            server_cpu_secs: None,
+        }
+    }
+
+    /// Takes what a [`crate::cpu::Meter`] saw: this process's CPU counts only for cases without a child.
+    pub fn account_cpu(&mut self, (own, server): (Option<f64>, Option<f64>)) {
+        self.cpu_secs = self.cpu_secs.or(own);
+        self.server_cpu_secs = server;
     }
 }
 
@@ -121,6 +147,8 @@ struct Row {
     median: f64,
     bytes: u64,
     rss_mib: Option<f64>,
+    cpu_secs: Option<f64>,
+    server_cpu_secs: Option<f64>,
     ratio: Option<f64>,
     holds: Option<bool>,
 }
@@ -133,6 +161,12 @@ pub struct Report {
     plain_bytes: u64,
     zstd_bytes: u64,
     rows: Vec<Row>,
+}
+
+/// The median of the values that were measured, if any were.
+fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let measured: Vec<f64> = values.flatten().collect();
+    (!measured.is_empty()).then(|| median(&measured))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -167,6 +201,8 @@ impl Report {
                     secs,
                     bytes: mine.first().map_or(0, |s| s.bytes),
                     rss_mib: mine.iter().filter_map(|s| s.rss_mib).reduce(f64::max),
+                    cpu_secs: median_of(mine.iter().map(|s| s.cpu_secs)),
+                    server_cpu_secs: median_of(mine.iter().map(|s| s.server_cpu_secs)),
                     ratio: None,
                     holds: None,
                 }
@@ -208,8 +244,10 @@ impl Report {
             self.rounds,
             machine().values().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
         );
-        out.push_str("| case | what | median s | MiB/s | peak RSS MiB | compared with | ratio | target |\n");
-        out.push_str("|---|---|---:|---:|---:|---|---:|---|\n");
+        out.push_str(
+            "| case | what | median s | MiB/s | peak RSS MiB | CPU s | server CPU s | compared with | ratio | target |\n",
+        );
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---|---:|---|\n");
         for row in &self.rows {
             let (against, target) = match row.case.judge {
                 Judge::Limit => ("**limit**".to_string(), String::new()),
@@ -225,18 +263,52 @@ impl Report {
                 Some(false) => " ❌",
                 None => "",
             };
+            let secs = |v: Option<f64>| v.map(|c| format!("{c:.2}")).unwrap_or_default();
             out.push_str(&format!(
-                "| {} | {} | {:.2} | {:.1} | {} | {} | {} | {}{} |\n",
+                "| {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {}{} |\n",
                 row.case.name,
                 row.case.what,
                 row.median,
                 row.bytes as f64 / MIB / row.median,
                 row.rss_mib.map(|r| format!("{r:.0}")).unwrap_or_default(),
+                secs(row.cpu_secs),
+                secs(row.server_cpu_secs),
                 against,
                 row.ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
                 target,
                 verdict
             ));
+        }
+        out.push_str(&self.cpu_floors());
+        out
+    }
+
+    /// For each case judged by time against a limit: the shortest wall time its CPU seconds (ours plus the
+    /// server's) allow on this machine's cores, as a multiple of the limit's measured time. A ratio near its floor
+    /// is the machine's limit, not a bottleneck in the agent.
+    fn cpu_floors(&self) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut out = String::new();
+        for row in &self.rows {
+            let Judge::TimeAtMost(limit, _) = row.case.judge else { continue };
+            let Some(base) = self.rows.iter().find(|r| r.case.name == limit) else { continue };
+            let (Some(ours), Some(server)) = (row.cpu_secs, row.server_cpu_secs) else { continue };
+            let floor = (ours + server) / cores;
+            out.push_str(&format!(
+                "\n{}: {:.2} CPU s (agent {:.2} + server {:.2}) on {} cores cannot finish in less than {:.2} s = \
+                 {:.2} × {limit} (measured {:.2} ×).",
+                row.case.name,
+                ours + server,
+                ours,
+                server,
+                cores,
+                floor,
+                floor / base.median,
+                row.median / base.median,
+            ));
+        }
+        if !out.is_empty() {
+            out.push('\n');
         }
         out
     }
@@ -258,6 +330,8 @@ impl Report {
                 "bytes": r.bytes,
                 "mib_per_sec": r.bytes as f64 / MIB / r.median,
                 "peak_rss_mib": r.rss_mib,
+                "cpu_secs": r.cpu_secs,
+                "server_cpu_secs": r.server_cpu_secs,
                 "ratio": r.ratio,
                 "holds": r.holds,
             })).collect::<Vec<_>>(),
