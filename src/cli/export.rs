@@ -7,7 +7,6 @@ use mongo_backup_agent::compress::{self, Compression};
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::store;
-use tokio::io::AsyncWriteExt;
 
 /// Flags of `export`.
 #[derive(Debug, clap::Args)]
@@ -39,8 +38,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let mut settings = config.backup.compression_settings();
     settings.compression = args.compression;
     let mut out = compress::encoder(&settings, file);
-    tokio::io::copy(&mut plain, &mut out).await.map_err(io("writing"))?;
-    out.shutdown().await.map_err(io("finishing"))?;
+    compress::compress_all(&mut plain, &mut out).await.map_err(io("writing"))?;
     tokio::fs::rename(&temp, &args.out).await.map_err(io("renaming"))?;
     eprintln!("exported backup {} to {} ({})", manifest.id, args.out.display(), args.compression);
     Ok(EXIT_OK)

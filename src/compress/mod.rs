@@ -6,7 +6,7 @@ use async_compression::Level;
 use async_compression::codecs::zstd::params::CParameter;
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// The compression applied to an archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,12 +87,38 @@ pub fn encoder<W: AsyncWrite + Send + 'static>(settings: &CompressionSettings, o
             Box::pin(ZstdEncoder::with_quality_and_params(
                 out,
                 Level::Precise(settings.zstd_level),
-                &[CParameter::nb_workers(threads), CParameter::job_size(ZSTD_JOB_BYTES)],
+                &[
+                    CParameter::nb_workers(threads),
+                    CParameter::job_size(
+                        std::env::var("MBA_ZSTD_JOB").ok().and_then(|v| v.parse().ok()).unwrap_or(ZSTD_JOB_BYTES),
+                    ),
+                ],
             ))
         }
         Compression::Gzip => Box::pin(GzipEncoder::with_quality(out, Level::Precise(settings.gzip_level as i32))),
         Compression::None => Box::pin(out),
     }
+}
+
+/// Copies all of `input` into `encoder` and finishes its stream; returns the bytes copied.
+///
+/// Unlike `tokio::io::copy` it never flushes before the end. `copy` flushes its writer whenever the reader is not
+/// ready, and a zstd flush closes the multi-threaded job in progress and waits for its output: fed from a file,
+/// the two zstd workers took turns (1.07 of 2 cores, 0.78 × the speed of the zstd CLI) instead of working side by
+/// side.
+pub async fn compress_all<R: AsyncRead + Unpin>(input: &mut R, encoder: &mut BoxWriter) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        encoder.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
+    encoder.shutdown().await?;
+    Ok(total)
 }
 
 /// Detects the compression of `input` from its magic bytes and returns a reader of the plain archive.
@@ -120,7 +146,8 @@ pub async fn decoder<R: AsyncRead + Send + Unpin + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -163,5 +190,56 @@ mod tests {
         let mut out = String::new();
         dec.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    /// A sink that counts the flushes it receives before it is shut down.
+    struct FlushCounter(Arc<AtomicUsize>, bool);
+
+    impl AsyncWrite for FlushCounter {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if !self.1 {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.1 = true;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn compress_all_does_not_flush_while_the_input_is_slow() {
+        let settings = CompressionSettings { compression: Compression::Zstd, zstd_level: 3, gzip_level: 6, threads: 2 };
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let mut encoder = encoder(&settings, FlushCounter(flushes.clone(), false));
+        // A reader that is often not ready: a pipe fed in small pieces by another task.
+        let (mut feed, mut input) = tokio::io::duplex(1 << 12);
+        let writer = tokio::spawn(async move {
+            for i in 0..256u32 {
+                feed.write_all(&[(i % 251) as u8; 1 << 12]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let copied = compress_all(&mut input, &mut encoder).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(copied, 256 << 12);
+        // Only the end of the stream may flush (the encoder flushes once when it is shut down).
+        assert!(flushes.load(Ordering::Relaxed) <= 1, "{} flushes", flushes.load(Ordering::Relaxed));
     }
 }

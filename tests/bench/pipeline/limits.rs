@@ -93,9 +93,7 @@ pub async fn our_compressor(path: &Path, settings: &CompressionSettings) -> u64 
     let file = tokio::fs::File::open(path).await.expect("open the plain archive");
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut encoder = compress::encoder(settings, tokio::io::sink());
-    let bytes = tokio::io::copy_buf(&mut input, &mut encoder).await.expect("compress");
-    tokio::io::AsyncWriteExt::shutdown(&mut encoder).await.expect("finish the frame");
-    bytes
+    compress::compress_all(&mut input, &mut encoder).await.expect("compress")
 }
 
 /// A container client signed with the development key.
