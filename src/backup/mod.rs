@@ -42,7 +42,7 @@ pub async fn run(
     let client = mongo::connect(&config.mongodb).await?;
     let server = mongo::server_info(&client).await?;
     progress.set_phase("listing collections");
-    let collections = mongo::list_collections(&client, filter).await?;
+    let collections = mongo::list_collections(&client, filter, config.backup.parallel_collections).await?;
     let auth = auth_namespaces(&client, filter).await?;
 
     let (oplog_start, note) = match (config.backup.oplog, &server.replica_set) {

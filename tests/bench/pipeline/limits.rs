@@ -26,7 +26,7 @@ pub const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UV
 /// The driver reading every selected collection as raw BSON and discarding it, `parallel` collections at once in
 /// the order backup uses (largest first). Returns the BSON bytes read.
 pub async fn raw_read(client: &Client, filter: &NamespaceFilter, parallel: usize, batch_size: u32) -> u64 {
-    let collections = mongo::list_collections(client, filter).await.expect("list collections");
+    let collections = mongo::list_collections(client, filter, parallel).await.expect("list collections");
     let permits = Arc::new(Semaphore::new(parallel));
     let mut readers = JoinSet::new();
     for info in collections {
