@@ -14,8 +14,10 @@ use mongo_backup_agent::compress::{self, CompressionSettings};
 use mongo_backup_agent::mongo::{self, NamespaceFilter};
 use mongo_backup_agent::store::azure::SharedKeyPolicy;
 use mongodb::Client;
-use tokio::io::{AsyncReadExt, BufReader};
-use tokio::sync::Semaphore;
+use std::process::Stdio;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 /// Azurite's well-known development account and key (public; they only open the emulator).
@@ -26,23 +28,74 @@ pub const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UV
 /// The driver reading every selected collection as raw BSON and discarding it, `parallel` collections at once in
 /// the order backup uses (largest first). Returns the BSON bytes read.
 pub async fn raw_read(client: &Client, filter: &NamespaceFilter, parallel: usize, batch_size: u32) -> u64 {
+    read_collections(client, filter, parallel, batch_size, None).await
+}
+
+/// The source and compressor limits together: the raw read (as in [`raw_read`]) piping every document into
+/// `command` (the zstd CLI at our level and threads). The same reading and compressing a backup does, without
+/// archive framing, checksums or a store. Returns the BSON bytes read.
+pub async fn read_into_command(
+    client: &Client,
+    filter: &NamespaceFilter,
+    parallel: usize,
+    batch_size: u32,
+    mut command: tokio::process::Command,
+) -> u64 {
+    let mut child = command.stdin(Stdio::piped()).spawn().expect("start the compressor");
+    let mut stdin = child.stdin.take().expect("the compressor's stdin is piped");
+    let (blocks, mut pending) = mpsc::channel::<Vec<u8>>(parallel);
+    let writer = tokio::spawn(async move {
+        while let Some(block) = pending.recv().await {
+            stdin.write_all(&block).await.expect("write to the compressor");
+        }
+    });
+    let bytes = read_collections(client, filter, parallel, batch_size, Some(blocks)).await;
+    writer.await.expect("the compressor's writer");
+    assert!(child.wait().await.expect("wait for the compressor").success(), "the compressor failed");
+    bytes
+}
+
+/// Reads every selected collection, largest first, `parallel` at once; sends documents in blocks of about
+/// [`mongo::BLOCK_TARGET_BYTES`] to `sink` if given, else discards them. Returns the BSON bytes read.
+async fn read_collections(
+    client: &Client,
+    filter: &NamespaceFilter,
+    parallel: usize,
+    batch_size: u32,
+    sink: Option<mpsc::Sender<Vec<u8>>>,
+) -> u64 {
     let collections = mongo::list_collections(client, filter, parallel).await.expect("list collections");
     let permits = Arc::new(Semaphore::new(parallel));
     let mut readers = JoinSet::new();
     for info in collections {
         let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-        let client = client.clone();
+        let (client, sink) = (client.clone(), sink.clone());
         readers.spawn(async move {
             let _permit = permit;
             let mut cursor = mongo::open_cursor(&client, &info.source, batch_size).await.expect("open a cursor");
-            let mut bytes = 0u64;
+            let (mut bytes, mut block) = (0u64, Vec::new());
             while cursor.advance().await.expect("read a batch") {
-                bytes += cursor.current().as_bytes().len() as u64;
+                let document = cursor.current().as_bytes();
+                bytes += document.len() as u64;
+                if let Some(sink) = &sink {
+                    block.extend_from_slice(document);
+                    if block.len() >= mongo::BLOCK_TARGET_BYTES {
+                        sink.send(std::mem::take(&mut block)).await.expect("the writer is running");
+                    }
+                }
+            }
+            if let Some(sink) = sink.filter(|_| !block.is_empty()) {
+                sink.send(block).await.expect("the writer is running");
             }
             bytes
         });
     }
     readers.join_all().await.into_iter().sum()
+}
+
+/// The catalog step a backup and [`raw_read`] begin with: listing the selected collections and their sizes.
+pub async fn catalog(client: &Client, filter: &NamespaceFilter, parallel: usize) -> usize {
+    mongo::list_collections(client, filter, parallel).await.expect("list collections").len()
 }
 
 /// A bare loader: every document of the plain archive at `path` inserted with unordered `insert_many` batches of

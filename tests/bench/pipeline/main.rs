@@ -143,6 +143,27 @@ async fn measure(
             limits::raw_read(client, filter, defaults.backup.parallel_collections, defaults.backup.batch_size).await,
             None,
         ),
+        "catalog" => {
+            limits::catalog(client, filter, defaults.backup.parallel_collections).await;
+            (plain_bytes, None)
+        }
+        "read-zstd-cli" => {
+            let out = work.dir.join("read.zst");
+            let args = case.command.as_ref().expect("CLI cases have a command");
+            let rss_file = work.dir.join("time.rss");
+            let command = under_time(Command::new(&args[0]).args(&args[1..]).arg("-o").arg(&out), &rss_file);
+            let own = cpu::process_secs("self");
+            let (parallel, batch_size) = (defaults.backup.parallel_collections, defaults.backup.batch_size);
+            let bytes = limits::read_into_command(client, filter, parallel, batch_size, command.into()).await;
+            // Durable like an archive the filesystem store commits.
+            std::fs::File::open(&out).and_then(|f| f.sync_all()).expect("fsync the compressed output");
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut run = time_output(&rss_file);
+            // The reading is ours (this process), the compressing the CLI's.
+            run.cpu_secs += cpu::process_secs("self").zip(own).map_or(0.0, |(now, before)| now - before);
+            std::fs::remove_file(&out).expect("remove the compressed output");
+            return Sample::new(case.name, elapsed, bytes, Some(run));
+        }
         name if name.starts_with("backup-") => {
             let (store, compression) = case.backup.expect("backup cases name their store and compression");
             let config = config(work, store, compression);
@@ -292,12 +313,26 @@ fn cli(command: &[String], input: &Path) -> ChildRun {
 
 fn timed(command: &mut Command, dir: &Path) -> ChildRun {
     let rss_file = dir.join("time.rss");
-    let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-f").arg("%M %U %S").arg("-o").arg(&rss_file).arg(command.get_program()).args(command.get_args());
-    timed.envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
-    let output = timed.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run /usr/bin/time");
+    let output = under_time(command, &rss_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run /usr/bin/time");
     assert!(output.status.success(), "{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr));
-    let text = std::fs::read_to_string(&rss_file).expect("time output");
+    time_output(&rss_file)
+}
+
+/// `command` run under `/usr/bin/time`, which writes its peak RSS and CPU times to `rss_file`.
+fn under_time(command: &Command, rss_file: &Path) -> Command {
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M %U %S").arg("-o").arg(rss_file).arg(command.get_program()).args(command.get_args());
+    timed.envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    timed
+}
+
+/// What [`under_time`] recorded.
+fn time_output(rss_file: &Path) -> ChildRun {
+    let text = std::fs::read_to_string(rss_file).expect("time output");
     let [kib, user, system]: [f64; 3] = text
         .split_whitespace()
         .map(|v| v.parse().expect("a number from /usr/bin/time"))
