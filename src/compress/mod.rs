@@ -87,12 +87,7 @@ pub fn encoder<W: AsyncWrite + Send + 'static>(settings: &CompressionSettings, o
             Box::pin(ZstdEncoder::with_quality_and_params(
                 out,
                 Level::Precise(settings.zstd_level),
-                &[
-                    CParameter::nb_workers(threads),
-                    CParameter::job_size(
-                        std::env::var("MBA_ZSTD_JOB").ok().and_then(|v| v.parse().ok()).unwrap_or(ZSTD_JOB_BYTES),
-                    ),
-                ],
+                &[CParameter::nb_workers(threads), CParameter::job_size(ZSTD_JOB_BYTES)],
             ))
         }
         Compression::Gzip => Box::pin(GzipEncoder::with_quality(out, Level::Precise(settings.gzip_level as i32))),
