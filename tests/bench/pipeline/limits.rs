@@ -2,6 +2,7 @@
 //! raw BSON, a bare `insert_many` loader, a bare `stage_block` loop, and our own compressor stage in isolation.
 
 use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 
 use azure_core::http::{ClientOptions, RequestContent, Url, XmlFormat};
@@ -14,8 +15,6 @@ use mongo_backup_agent::compress::{self, CompressionSettings};
 use mongo_backup_agent::mongo::{self, NamespaceFilter};
 use mongo_backup_agent::store::azure::SharedKeyPolicy;
 use mongodb::Client;
-use std::process::Stdio;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -94,8 +93,8 @@ async fn read_collections(
 }
 
 /// The catalog step a backup and [`raw_read`] begin with: listing the selected collections and their sizes.
-pub async fn catalog(client: &Client, filter: &NamespaceFilter, parallel: usize) -> usize {
-    mongo::list_collections(client, filter, parallel).await.expect("list collections").len()
+pub async fn catalog(client: &Client, filter: &NamespaceFilter, parallel: usize) {
+    mongo::list_collections(client, filter, parallel).await.expect("list collections");
 }
 
 /// A bare loader: every document of the plain archive at `path` inserted with unordered `insert_many` batches of
