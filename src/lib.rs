@@ -29,6 +29,8 @@ pub mod mongo;
 #[cfg(feature = "agent")]
 pub mod notify;
 #[cfg(feature = "agent")]
+pub mod oplog;
+#[cfg(feature = "agent")]
 pub mod restore;
 #[cfg(feature = "agent")]
 pub mod retention;

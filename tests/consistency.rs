@@ -108,13 +108,14 @@ async fn concurrent_writes_restore_to_the_end_timestamp() {
         drop: false,
         dry_run: false,
         replay_oplog: true,
+        oplog_skip_unknown: false,
         parallel: 4,
         batch_size: 1000,
     };
     let store = FilesystemStore::new(dir.path());
     let input = store.get_stream(&backup::archive_key("t", &manifest.id, manifest.compression)).await.unwrap();
     let report = restore::restore(input, &client, &options).await.unwrap();
-    assert!(report.oplog_applied > 0);
+    assert!(report.replay.applied > 0);
     let restored: BTreeMap<i32, i32> = raw_docs(&client, &target, "live")
         .await
         .into_iter()

@@ -53,6 +53,7 @@ fn manifest(id: &BackupId, archive_bytes: u64) -> Manifest {
         uncompressed_bytes: archive_bytes,
         archive_sha256: String::new(),
         namespaces: Vec::new(),
+        dropped_during_backup: Vec::new(),
     }
 }
 

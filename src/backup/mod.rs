@@ -22,6 +22,7 @@ use crate::archive::{ArchiveHeader, CollectionKind, CollectionMetadata, Namespac
 use crate::config::{Config, OplogMode};
 use crate::error::{Error, Result};
 use crate::mongo::{self, NamespaceFilter};
+use crate::oplog;
 use crate::store::ObjectStore;
 
 /// Bytes buffered between the archive producer and the store.
@@ -41,22 +42,16 @@ pub async fn run(
     progress.set_phase("connecting");
     let client = mongo::connect(&config.mongodb).await?;
     let server = mongo::server_info(&client).await?;
-    progress.set_phase("listing collections");
-    let collections = mongo::list_collections(&client, filter, config.backup.parallel_collections).await?;
-    let auth = auth_namespaces(&client, filter).await?;
-
+    // The window opens before the collections are listed: a collection created after this point is either listed
+    // or created by the slice.
     let (oplog_start, note) = match (config.backup.oplog, &server.replica_set) {
         (OplogMode::Off, _) => (None, Some("disabled by backup.oplog = \"off\"".to_string())),
         (OplogMode::Auto, None) => (None, Some("standalone server: no oplog".to_string())),
-        (OplogMode::Auto, Some(_)) => {
-            let newest = mongo::oplog::newest_timestamp(&client).await?;
-            let start = match mongo::oplog::oldest_open_transaction(&client).await {
-                Some(txn) if txn < newest => OplogStart { ts: txn, inclusive: true },
-                _ => OplogStart { ts: newest, inclusive: false },
-            };
-            (Some(start), None)
-        }
+        (OplogMode::Auto, Some(_)) => (Some(oplog::window::open(&client).await?), None),
     };
+    progress.set_phase("listing collections");
+    let collections = mongo::list_collections(&client, filter, config.backup.parallel_collections).await?;
+    let auth = auth_namespaces(&client, filter).await?;
 
     let mut prelude: Vec<PreludeEntry> = collections
         .iter()
@@ -90,6 +85,8 @@ pub async fn run(
         collections: &collections,
         auth,
         oplog_start,
+        filter,
+        started: std::time::Instant::now(),
         header,
         prelude,
         compression: config.backup.compression_settings(),
@@ -106,6 +103,7 @@ pub async fn run(
     progress.set_phase("writing manifest");
     let kinds: BTreeMap<String, &str> =
         collections.iter().map(|c| (c.namespace.to_string(), c.metadata.kind.as_str())).collect();
+    let dropped_during_backup = produced.dropped.iter().map(ToString::to_string).collect();
     let manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
         id: id.clone(),
@@ -147,19 +145,11 @@ pub async fn run(
                 }
             })
             .collect(),
+        dropped_during_backup,
     };
     store.put_if_absent(&manifest_key(&config.storage.prefix, &id), manifest.to_json().into_bytes().into()).await?;
     progress.set_phase("done");
     Ok(manifest)
-}
-
-/// Where the oplog slice starts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OplogStart {
-    /// The newest entry before the dump, or the first entry of the oldest open transaction.
-    pub ts: bson::Timestamp,
-    /// Whether the entry at `ts` itself belongs to the slice (true for a transaction start).
-    pub inclusive: bool,
 }
 
 fn plain_metadata(ns: &Namespace) -> CollectionMetadata {

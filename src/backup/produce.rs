@@ -1,6 +1,7 @@
 //! The producing half of a backup: parallel collection readers feeding one archive writer, then the oplog.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use bson::Timestamp;
 use mongodb::Client;
@@ -13,14 +14,19 @@ use super::pipe::{Completion, PipeWriter};
 use crate::archive::{ArchiveHeader, ArchiveWriter, CollectionKind, Namespace, NamespaceStats, PreludeEntry};
 use crate::compress::{self, CompressionSettings};
 use crate::error::{Error, Result};
-use crate::mongo::{self, CollectionInfo, DocumentBatch};
+use crate::mongo::{self, CollectionInfo, DocumentBatch, NamespaceFilter};
+use crate::oplog::{self, WindowStart, slice::Slice};
 
 /// Everything the producer needs; borrowed from [`super::run`].
 pub(super) struct Job<'a> {
     pub client: &'a Client,
     pub collections: &'a [CollectionInfo],
     pub auth: Vec<(Namespace, Vec<bson::Document>)>,
-    pub oplog_start: Option<super::OplogStart>,
+    pub oplog_start: Option<WindowStart>,
+    /// The backup's namespaces: the slice keeps only what they need.
+    pub filter: &'a NamespaceFilter,
+    /// When the dump began, for the message of an oplog that rolled over during it.
+    pub started: Instant,
     pub header: ArchiveHeader,
     pub prelude: Vec<PreludeEntry>,
     pub compression: CompressionSettings,
@@ -34,11 +40,16 @@ pub(super) struct Produced {
     pub stats: Vec<NamespaceStats>,
     pub uncompressed_bytes: u64,
     pub oplog_end: Option<Timestamp>,
+    /// Collections dropped while the backup read them: in the archive as far as they were read, and dropped again
+    /// by the slice on restore.
+    pub dropped: Vec<Namespace>,
 }
 
 enum Message {
     Batch(usize, DocumentBatch),
     End(usize),
+    /// The collection was dropped while being read.
+    Dropped(usize, Namespace),
     Failed(Error),
 }
 
@@ -64,19 +75,20 @@ impl Job<'_> {
             writer.end_collection(index(&view.namespace)).await?;
         }
 
-        self.dump_collections(&mut writer, &index).await?;
+        let dropped = self.dump_collections(&mut writer, &index).await?;
 
         let mut oplog_end = None;
         if let Some(start) = self.oplog_start {
             self.progress.set_phase("copying oplog");
-            let end = mongo::oplog::newest_timestamp(self.client).await?;
+            let end = oplog::window::close(self.client).await?;
             let ns = index(&Namespace::oplog());
             let tracked = self.progress.track(Namespace::oplog(), 0);
-            let mut cursor = mongo::oplog::entries_between(self.client, start.ts, start.inclusive, end).await?;
-            while let Some(batch) = mongo::next_batch(&mut cursor, "the oplog").await? {
+            let mut slice = Slice::open(self.client, start, end, self.filter).await?;
+            while let Some(batch) = slice.next_batch().await? {
                 tracked.documents.fetch_add(batch.count, Relaxed);
                 writer.write_block(ns, &batch.bytes, batch.count).await?;
             }
+            oplog::slice::check_not_rolled_over(self.client, start, self.started).await?;
             tracked.done.store(true, Relaxed);
             writer.end_collection(ns).await?;
             oplog_end = Some(end);
@@ -89,16 +101,17 @@ impl Job<'_> {
             .map_err(|source| Error::Io { action: "finishing the compressed stream".into(), source })?;
         completion.finish();
         drop(out);
-        Ok(Produced { stats, uncompressed_bytes, oplog_end })
+        Ok(Produced { stats, uncompressed_bytes, oplog_end, dropped })
     }
 
     /// Reads up to `parallel` collections at once, largest first, and writes their blocks as they arrive.
     /// At most `parallel` collections are open in the archive at any time, matching `concurrent_collections`.
+    /// Returns the collections dropped while they were read.
     async fn dump_collections<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         writer: &mut ArchiveWriter<W>,
         index: &(dyn Fn(&Namespace) -> usize + Sync),
-    ) -> Result<()> {
+    ) -> Result<Vec<Namespace>> {
         // One queued block per reader: blocks only queue while the writer is busy, and each is 4 MiB of memory.
         let (tx, mut rx) = mpsc::channel::<Message>(self.parallel);
         let mut readers = JoinSet::new();
@@ -109,13 +122,13 @@ impl Job<'_> {
             .map(|c| {
                 let batch_size = mongo::bounded_batch_size(self.batch_size, c.size_bytes, c.document_estimate);
                 let tracked = self.progress.track(c.namespace.clone(), c.document_estimate);
-                (index(&c.namespace), c.source.clone(), batch_size, tracked)
+                (index(&c.namespace), c.namespace.clone(), c.source.clone(), batch_size, tracked)
             })
             .collect();
         let (client, permits) = (self.client.clone(), std::sync::Arc::new(Semaphore::new(self.parallel)));
         // One dispatcher hands out permits in order, so collections start strictly largest first.
         readers.spawn(async move {
-            for (ns, source, batch_size, tracked) in work {
+            for (ns, name, source, batch_size, tracked) in work {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let (client, tx) = (client.clone(), tx.clone());
                 tokio::spawn(async move {
@@ -131,11 +144,21 @@ impl Job<'_> {
                     }
                     .await;
                     tracked.done.store(true, Relaxed);
-                    let _ = tx.send(result.map_or_else(Message::Failed, |()| Message::End(ns))).await;
+                    let message = match result {
+                        Ok(()) => Message::End(ns),
+                        // A collection dropped under the reader is no failure: the slice drops it on restore.
+                        Err(e) if !mongo::collection_exists(&client, &source).await.unwrap_or(true) => {
+                            log::info!("{name} was dropped while it was read ({e}); the slice drops it on restore");
+                            Message::Dropped(ns, name)
+                        }
+                        Err(e) => Message::Failed(e),
+                    };
+                    let _ = tx.send(message).await;
                     drop(permit);
                 });
             }
         });
+        let mut dropped = Vec::new();
         while let Some(message) = rx.recv().await {
             match message {
                 Message::Batch(ns, batch) => {
@@ -143,9 +166,13 @@ impl Job<'_> {
                     self.progress.archive_bytes.store(writer.bytes_written(), Relaxed);
                 }
                 Message::End(ns) => writer.end_collection(ns).await?,
+                Message::Dropped(ns, name) => {
+                    writer.end_collection(ns).await?;
+                    dropped.push(name);
+                }
                 Message::Failed(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(dropped)
     }
 }

@@ -6,6 +6,7 @@ use mongo_backup_agent::backup;
 use mongo_backup_agent::config::{Config, MongoConfig};
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::mongo::{self, NamespaceFilter};
+use mongo_backup_agent::oplog::ReplayReport;
 use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
 use mongo_backup_agent::store::{self, ByteStream};
 
@@ -36,6 +37,9 @@ pub struct Args {
     /// Drop each target collection before restoring it.
     #[arg(long)]
     drop: bool,
+    /// Restore even if the oplog slice runs commands replay does not know: each one skipped is listed at the end.
+    #[arg(long = "oplog-skip-unknown")]
+    oplog_skip_unknown: bool,
     /// Print what would be done and change nothing.
     #[arg(long = "dry-run")]
     dry_run: bool,
@@ -80,6 +84,7 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         drop: args.drop,
         dry_run: args.dry_run,
         replay_oplog: true,
+        oplog_skip_unknown: args.oplog_skip_unknown,
         parallel: config.restore.parallel_inserts,
         batch_size: config.restore.batch_size,
     };
@@ -93,12 +98,34 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
     for (ns, n) in &report.inserted {
         eprintln!("restored {n} documents into {ns}");
     }
+    print_replay(&report.replay);
     eprintln!(
-        "restore complete: {} documents, {} oplog entries replayed, {} users/roles, {:.1}s",
+        "restore complete: {} documents, {} oplog operations replayed, {} users/roles, {:.1}s",
         report.documents(),
-        report.oplog_applied,
+        report.replay.applied,
         report.users_and_roles,
         started.elapsed().as_secs_f64()
     );
     Ok(EXIT_OK)
+}
+
+/// What replay deliberately left out, so a restore never hides it behind its exit status.
+fn print_replay(replay: &ReplayReport) {
+    for txn in &replay.open_transactions {
+        let kind = if txn.prepared { "prepared" } else { "unprepared" };
+        eprintln!(
+            "not applied: {kind} transaction started at ts {}:{} ({} operations) had not committed by the end of the \
+             slice",
+            txn.first.time, txn.first.increment, txn.operations
+        );
+    }
+    for build in &replay.open_index_builds {
+        eprintln!("not built: index build on {build} had not committed by the end of the slice");
+    }
+    if replay.outside_backup > 0 {
+        eprintln!("not applied: {} oplog operations on namespaces outside the backup", replay.outside_backup);
+    }
+    for command in &replay.skipped_commands {
+        eprintln!("skipped (--oplog-skip-unknown): {command}");
+    }
 }

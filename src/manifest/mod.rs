@@ -51,6 +51,10 @@ pub struct Manifest {
     pub archive_sha256: String,
     /// One entry per collection, view and the oplog, with what the archive holds for it.
     pub namespaces: Vec<NamespaceRecord>,
+    /// Collections dropped while the backup read them: the archive holds what was read, and the oplog slice
+    /// drops them again on restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_during_backup: Vec<String>,
 }
 
 /// The oplog slice of a backup.
@@ -59,8 +63,8 @@ pub struct Manifest {
 pub struct OplogInfo {
     /// Whether the archive has an oplog namespace.
     pub included: bool,
-    /// Where the slice starts: the newest entry before the dump (exclusive) or the start of the oldest open
-    /// transaction (inclusive).
+    /// Where the slice starts: the majority-committed last write before the dump (exclusive) or the first entry of
+    /// the oldest open transaction (inclusive).
     pub start: Option<OplogTimestamp>,
     /// Last `ts` copied: the restored data equals the source as of this moment.
     pub end: Option<OplogTimestamp>,

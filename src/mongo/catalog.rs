@@ -37,6 +37,17 @@ pub fn is_backed_up(ns: &Namespace) -> bool {
     true
 }
 
+/// Whether `ns` exists: tells a collection dropped under a reader from a failed read.
+pub async fn collection_exists(client: &Client, ns: &Namespace) -> Result<bool> {
+    let names = client
+        .database(&ns.db)
+        .list_collection_names()
+        .filter(doc! {"name": &ns.collection})
+        .await
+        .map_err(Error::mongo(format!("checking whether {ns} exists")))?;
+    Ok(!names.is_empty())
+}
+
 /// Lists every collection and view selected by `filter`, largest first, describing up to `parallel` at once.
 ///
 /// Describing asks the server for each collection's size (`collStats`), which some servers compute by scanning the

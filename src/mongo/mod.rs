@@ -1,12 +1,12 @@
-//! Reading MongoDB: connecting, the catalog of collections, raw document streams, the oplog, users and roles.
+//! Reading MongoDB: connecting, the catalog of collections, raw document streams, users and roles (the oplog is
+//! [`crate::oplog`]'s).
 
 mod catalog;
 mod client;
-pub mod oplog;
 mod reader;
 pub mod users;
 
-pub use catalog::{CollectionInfo, is_backed_up, list_collections};
+pub use catalog::{CollectionInfo, collection_exists, is_backed_up, list_collections};
 pub use client::{ServerInfo, connect, server_info};
 // Backup selects collections with the filter that restore applies to an archive's namespaces.
 pub use crate::archive::NamespaceFilter;

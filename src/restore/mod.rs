@@ -3,7 +3,6 @@
 //! Plan first ([`plan::plan`]), then: create collections with their options, insert documents in parallel
 //! unordered batches, build indexes after the data, replay the oplog slice, merge users and roles.
 
-mod oplog;
 mod plan;
 mod rename;
 
@@ -16,7 +15,6 @@ use tokio::io::AsyncRead;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-pub use oplog::update_from_oplog;
 pub use plan::{Action, PlannedNamespace, RestorePlan};
 pub use rename::{Rename, rename};
 
@@ -24,6 +22,7 @@ use crate::archive::{ArchiveItem, ArchiveReader, CollectionKind, Namespace};
 use crate::compress;
 use crate::error::{Error, Result};
 use crate::mongo::{NamespaceFilter, is_backed_up};
+use crate::oplog::{ReplayReport, Replayer};
 
 /// Bytes per insert batch at most, below the server's 48 MB message limit with room to spare.
 const BATCH_BYTES: usize = 8 << 20;
@@ -42,6 +41,8 @@ pub struct RestoreOptions {
     /// Replay the archive's oplog slice after the data, which makes the restore consistent as of the manifest's
     /// `oplog.end`. Off for `verify --deep`, which compares the restored documents with the archive's own.
     pub replay_oplog: bool,
+    /// Skip oplog commands replay does not know (listed in the report) instead of failing.
+    pub oplog_skip_unknown: bool,
     /// Insert batches in flight.
     pub parallel: usize,
     /// Documents per batch.
@@ -55,8 +56,8 @@ pub struct RestoreReport {
     pub plan: RestorePlan,
     /// Documents inserted per target namespace.
     pub inserted: Vec<(Namespace, u64)>,
-    /// Oplog entries applied.
-    pub oplog_applied: u64,
+    /// What replaying the oplog slice did, and what it left out.
+    pub replay: ReplayReport,
     /// Users and roles merged.
     pub users_and_roles: u64,
 }
@@ -79,7 +80,7 @@ pub async fn restore(
     let mut reader = ArchiveReader::open(plain).await?;
     let mut plan = plan::plan(client, reader.prelude(), &options.filter, &options.renames, options.drop).await?;
     plan.replay_oplog &= options.replay_oplog;
-    let mut report = RestoreReport { plan, inserted: Vec::new(), oplog_applied: 0, users_and_roles: 0 };
+    let mut report = RestoreReport { plan, inserted: Vec::new(), replay: ReplayReport::default(), users_and_roles: 0 };
     if options.dry_run {
         return Ok(report);
     }
@@ -95,6 +96,8 @@ pub async fn restore(
     let target_of = |ns: &Namespace| -> Option<Namespace> {
         (options.filter.matches(ns) && is_backed_up(ns)).then(|| rename::rename(&options.renames, ns))
     };
+    let archived = reader.prelude().iter().map(|e| e.namespace.clone()).filter(|ns| !ns.is_oplog()).collect::<Vec<_>>();
+    let mut replayer = Replayer::new(client, &target_of, archived, options.oplog_skip_unknown);
 
     while let Some(item) = reader.next().await? {
         match item {
@@ -106,9 +109,7 @@ pub async fn restore(
                 }
                 let entry = Document::from_reader(&document[..])
                     .map_err(|e| Error::Refused(format!("oplog entry is not valid BSON: {e}")))?;
-                if oplog::apply(client, &entry, &target_of).await? {
-                    report.oplog_applied += 1;
-                }
+                replayer.replay(&entry).await?;
             }
             ArchiveItem::Document { ns, document } => match planned[ns] {
                 Some(p) if p.action == Action::Restore => inserter.push(p, document).await?,
@@ -130,6 +131,7 @@ pub async fn restore(
         inserter.finish(&mut report.inserted).await?;
         build_indexes(client, &report.plan).await?;
     }
+    report.replay = replayer.finish();
     report.users_and_roles = merge_users_and_roles(client, auth_docs).await?;
     Ok(report)
 }

@@ -297,6 +297,7 @@ mod tests {
             uncompressed_bytes: 1000,
             archive_sha256: String::new(),
             namespaces: Vec::new(),
+            dropped_during_backup: Vec::new(),
         }
     }
 }

@@ -121,6 +121,7 @@ async fn restore_and_compare(
         drop: false,
         dry_run: false,
         replay_oplog: false,
+        oplog_skip_unknown: false,
         parallel: options.parallel_inserts,
         batch_size: options.batch_size,
     };

@@ -1,0 +1,95 @@
+//! Reading a backup's slice: the entries of its window in `ts` order, filtered for its namespaces, and the proof
+//! that none is missing.
+//!
+//! The slice is read in the oplog's natural order, which is `ts` order on every server we know (a sort by `ts`
+//! would need a blocking sort on mongod, whose oplog has no `ts` index); an entry out of order fails the backup
+//! rather than being trusted. Once the slice is read, the oplog's oldest entry must still be at or before the
+//! window's start: the oplog is pruned oldest first, so then nothing of the slice was pruned before it was read.
+
+use bson::{Document, RawDocumentBuf, Timestamp, doc};
+use mongodb::{Client, Cursor};
+
+use super::capture::SliceFilter;
+use super::window::{WindowStart, format_ts};
+use crate::archive::NamespaceFilter;
+use crate::error::{Error, Result};
+use crate::mongo::{BLOCK_TARGET_BYTES, DocumentBatch};
+
+/// A slice being read.
+pub struct Slice<'a> {
+    cursor: Cursor<RawDocumentBuf>,
+    filter: SliceFilter<'a>,
+    last: Option<Timestamp>,
+}
+
+impl<'a> Slice<'a> {
+    /// Opens the slice of `start..=end` for a backup of `filter`'s namespaces.
+    pub async fn open(
+        client: &Client,
+        start: WindowStart,
+        end: Timestamp,
+        filter: &'a NamespaceFilter,
+    ) -> Result<Slice<'a>> {
+        let lower = if start.inclusive { "$gte" } else { "$gt" };
+        let cursor = oplog(client)
+            .find(doc! {"ts": {lower: start.ts, "$lte": end}})
+            .await
+            .map_err(Error::mongo("reading the oplog slice"))?;
+        Ok(Slice { cursor, filter: SliceFilter::new(filter), last: None })
+    }
+
+    /// The next block of kept entries, about [`BLOCK_TARGET_BYTES`], or `None` at the end.
+    pub async fn next_batch(&mut self) -> Result<Option<DocumentBatch>> {
+        let mut batch = DocumentBatch::default();
+        while batch.bytes.len() < BLOCK_TARGET_BYTES
+            && self.cursor.advance().await.map_err(Error::mongo("reading the oplog slice"))?
+        {
+            let entry = Document::try_from(self.cursor.current())
+                .map_err(|e| Error::Refused(format!("the oplog holds an entry that is not valid BSON: {e}")))?;
+            let ts = entry.get_timestamp("ts").ok();
+            if ts.is_none() || ts < self.last {
+                return Err(Error::Refused(format!(
+                    "the oplog returned entry {} after {}: not in ts order, so the slice cannot be trusted",
+                    ts.map_or("without ts".into(), format_ts),
+                    self.last.map_or("nothing".into(), format_ts)
+                )));
+            }
+            self.last = ts;
+            let Some(kept) = self.filter.keep(entry).map_err(|e| Error::Refused(e.to_string()))? else { continue };
+            kept.to_writer(&mut batch.bytes)
+                .map_err(|e| Error::Refused(format!("cannot encode an oplog entry: {e}")))?;
+            batch.count += 1;
+        }
+        Ok((batch.count > 0).then_some(batch))
+    }
+}
+
+/// Fails if the oplog no longer reaches back to `start`: entries of the slice were pruned before they were read.
+/// Call after the slice is read. `dump_started` dates the message.
+pub async fn check_not_rolled_over(
+    client: &Client,
+    start: WindowStart,
+    dump_started: std::time::Instant,
+) -> Result<()> {
+    let oldest = oplog(client)
+        .find_one(doc! {})
+        .projection(doc! {"ts": 1})
+        .await
+        .map_err(Error::mongo("reading the oldest oplog entry"))?
+        .and_then(|d| d.get_timestamp("ts").ok());
+    match oldest {
+        Some(oldest) if oldest <= start.ts => Ok(()),
+        oldest => Err(Error::Refused(format!(
+            "the oplog rolled over during the backup: its oldest entry is now {}, after the window's start {}; the \
+             dump took {}s, longer than the oplog holds writes: enlarge the oplog (replSetResizeOplog) or back up \
+             less per run",
+            oldest.map_or("gone".into(), format_ts),
+            format_ts(start.ts),
+            dump_started.elapsed().as_secs()
+        ))),
+    }
+}
+
+fn oplog(client: &Client) -> mongodb::Collection<RawDocumentBuf> {
+    client.database("local").collection("oplog.rs")
+}
