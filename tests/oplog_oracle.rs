@@ -89,17 +89,21 @@ async fn archive(collections: &[Collection], ops: &[Document]) -> Vec<u8> {
 async fn restore_renamed(client: &Client, archive: Vec<u8>, dbs: &[&str], prefix: &str) -> RestoreReport {
     let renames =
         dbs.iter().map(|db| Rename::new(&format!("{db}.$c$"), &format!("{prefix}_{db}.$c$")).unwrap()).collect();
-    let options = RestoreOptions {
+    let options = RestoreOptions { renames, ..oracle_options() };
+    restore::restore(std::io::Cursor::new(archive), client, &options).await.unwrap()
+}
+
+fn oracle_options() -> RestoreOptions {
+    RestoreOptions {
         filter: NamespaceFilter::all(),
-        renames,
+        renames: Vec::new(),
         drop: false,
         dry_run: false,
         replay_oplog: true,
         oplog_skip_unknown: false,
         parallel: 2,
         batch_size: 1000,
-    };
-    restore::restore(std::io::Cursor::new(archive), client, &options).await.unwrap()
+    }
 }
 
 async fn documents(client: &Client, db: &str, coll: &str) -> Vec<Document> {
@@ -368,4 +372,49 @@ async fn a_mongodump_oplog_directory_dump_replays_onto_its_data() {
     let report = restore_renamed(&client, archive(&[c1], &ops).await, &["db1"], &p).await;
     assert_eq!(documents(&client, &format!("{p}_db1"), "c1").await, expected);
     assert_eq!(report.replay.applied, 5);
+}
+
+/// collMod converting indexes to unique (prepareUnique, unique) and back (forceNonUnique, MongoDB 7.0+).
+#[tokio::test]
+async fn collmod_index_uniqueness() {
+    let client = client().await;
+    let ops = bson_file("oplogs/collMod_indexUniqueness.bson");
+    let renamed = |p: &str| vec![Rename::new("mongodump_test_db.$c$", &format!("{p}.$c$")).unwrap()];
+    let restore_ops = |ops: Vec<Document>, p: String| {
+        let client = client.clone();
+        async move {
+            let options = RestoreOptions { renames: renamed(&p), ..oracle_options() };
+            restore::restore(std::io::Cursor::new(archive(&[], &ops).await), &client, &options).await
+        }
+    };
+    // Up to the first forceNonUnique: a_1 became unique; b_1 hidden, c_1 and d_1 TTL, d_1 hidden too.
+    let first_force = ops.iter().position(|e| format!("{e}").contains("forceNonUnique")).unwrap();
+    let p = unique("unique");
+    restore_ops(ops[..first_force].to_vec(), p.clone()).await.unwrap();
+    assert_eq!(index(&client, &p, "coll1", "a_1").await.get_bool("unique"), Ok(true));
+    assert_eq!(index(&client, &p, "coll1", "b_1").await.get_bool("hidden"), Ok(true));
+    let d_1 = index(&client, &p, "coll1", "d_1").await;
+    assert!(d_1.get_bool("hidden") == Ok(true) && d_1.contains_key("expireAfterSeconds"), "{d_1}");
+    // The whole file ends every index non-unique again; a server without forceNonUnique (SecantusDB) must make
+    // the restore fail naming the command, never succeed with a_1 still unique.
+    let p = unique("nonunique");
+    match restore_ops(ops, p.clone()).await {
+        Ok(_) => {
+            for name in ["a_1", "b_1", "c_1", "d_1"] {
+                assert_ne!(index(&client, &p, "coll1", name).await.get_bool("unique"), Ok(true), "{name}");
+            }
+        }
+        Err(e) => {
+            assert!(e.to_string().contains("collMod"), "{e}");
+            let scratch = client.database(&unique("force"));
+            scratch
+                .collection::<Document>("c")
+                .create_index(mongodb::IndexModel::builder().keys(doc! {"a": 1}).build())
+                .await
+                .unwrap();
+            let direct =
+                scratch.run_command(doc! {"collMod": "c", "index": {"name": "a_1", "forceNonUnique": true}}).await;
+            assert!(direct.is_err(), "the server accepts forceNonUnique directly, so replay must too: {e}");
+        }
+    }
 }

@@ -83,7 +83,8 @@ impl Job<'_> {
             let end = oplog::window::close(self.client).await?;
             let ns = index(&Namespace::oplog());
             let tracked = self.progress.track(Namespace::oplog(), 0);
-            let mut slice = Slice::open(self.client, start, end, self.filter).await?;
+            let listed = self.collections.iter().map(|c| c.namespace.clone()).collect();
+            let mut slice = Slice::open(self.client, start, end, self.filter, &listed).await?;
             while let Some(batch) = slice.next_batch().await? {
                 tracked.documents.fetch_add(batch.count, Relaxed);
                 writer.write_block(ns, &batch.bytes, batch.count).await?;

@@ -9,6 +9,9 @@ use super::NamespaceFilter;
 use crate::archive::{CollectionKind, CollectionMetadata, Namespace};
 use crate::error::{Error, Result};
 
+/// The server's code for a collection that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
+
 /// One collection (or view) to back up.
 #[derive(Debug, Clone)]
 pub struct CollectionInfo {
@@ -78,16 +81,19 @@ pub async fn list_collections(
             selected.push((namespace, spec));
         }
     }
-    let mut found: Vec<CollectionInfo> = futures::stream::iter(selected)
+    let described: Vec<Option<CollectionInfo>> = futures::stream::iter(selected)
         .map(|(namespace, spec)| async move { describe(client, namespace, &spec).await })
         .buffer_unordered(parallel.max(1))
         .try_collect()
         .await?;
+    let mut found: Vec<CollectionInfo> = described.into_iter().flatten().collect();
     found.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.namespace.cmp(&b.namespace)));
     Ok(found)
 }
 
-async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Result<CollectionInfo> {
+/// Describes one listed collection; `None` when it was dropped since it was listed (after the oplog window opened:
+/// the slice holds its drop, so the backup needs nothing of it).
+async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Result<Option<CollectionInfo>> {
     let kind =
         CollectionKind::parse(spec.get_str("type").unwrap_or("collection")).unwrap_or(CollectionKind::Collection);
     let db = client.database(&namespace.db);
@@ -98,12 +104,18 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     let indexes = if kind == CollectionKind::View {
         Vec::new()
     } else {
-        db.run_cursor_command(doc! {"listIndexes": &source.collection})
-            .await
-            .map_err(Error::mongo(format!("listing indexes of {namespace}")))?
-            .try_collect()
-            .await
-            .map_err(Error::mongo(format!("listing indexes of {namespace}")))?
+        let listed = match db.run_cursor_command(doc! {"listIndexes": &source.collection}).await {
+            Ok(cursor) => cursor.try_collect().await,
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(indexes) => indexes,
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) => {
+                log::info!("{namespace} was dropped while the backup listed it; the oplog slice holds its drop");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::Mongo { action: format!("listing indexes of {namespace}"), source: e }),
+        }
     };
     let uuid = match spec.get_document("info").ok().and_then(|i| i.get("uuid")) {
         Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid => Some(hex::encode(&b.bytes)),
@@ -111,7 +123,7 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     };
     let (size_bytes, document_estimate) =
         if kind == CollectionKind::View { (0, 0) } else { size_of(client, &source).await };
-    Ok(CollectionInfo {
+    Ok(Some(CollectionInfo {
         metadata: CollectionMetadata {
             options: spec.get_document("options").cloned().unwrap_or_default(),
             indexes,
@@ -123,7 +135,7 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
         source,
         size_bytes,
         document_estimate,
-    })
+    }))
 }
 
 /// Size and count from collStats; a server that refuses it just loses largest-first ordering, not the backup.

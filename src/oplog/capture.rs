@@ -7,9 +7,12 @@
 //!   except the entry that completes a transaction of which something was kept. `commitTransaction` and
 //!   `abortTransaction` are kept for transactions of which something was kept.
 //! * Collection commands (create, drop, index builds, collMod, …): kept when their collection is selected.
-//! * `renameCollection`: kept when its source is selected (renamed out of the backup, replay drops it). A rename
-//!   *into* a selected namespace from one that is not selected cannot be restored (the source's documents are not in
-//!   the backup): the backup fails, naming both, so the operator includes the source or excludes the target.
+//! * `renameCollection`: kept when its source is selected (renamed out of the backup, replay drops it). Two renames
+//!   cannot be restored and fail the backup, naming both collections: one *into* a selected namespace from one that
+//!   is not selected (the source's documents are not in the backup), and one *of a collection the dump listed*: its
+//!   reader may have read it only in part, or not at all, before it moved, and the documents under its new name were
+//!   never read. Renames of collections created during the backup (`$out`'s temporary collections) are complete in
+//!   the slice and need neither.
 //! * `dropDatabase` is kept (replay drops only what the restore owns in that database); no-ops (`n`) are dropped;
 //!   other commands are kept when their database holds selected namespaces (`db.*` matches the filter), so that
 //!   restore meets them and refuses what it does not know.
@@ -25,6 +28,17 @@ use crate::mongo::is_backed_up;
 /// Why a slice cannot be captured for this backup's namespaces.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CaptureError {
+    /// A collection the dump listed was renamed while the backup ran.
+    #[error(
+        "{from} was renamed to {to} while the backup read it, so the backup may hold only part of it: run the \
+         backup again"
+    )]
+    RenamedWhileDumped {
+        /// The collection the dump listed.
+        from: Namespace,
+        /// Its new name.
+        to: Namespace,
+    },
     /// A rename moved a collection the backup does not hold into one it does.
     #[error(
         "during the backup {from} was renamed to {to}, which the backup includes, but {from} is not included, so its \
@@ -41,14 +55,16 @@ pub enum CaptureError {
 /// The capture filter of one slice: stateful, as transactions span entries.
 pub struct SliceFilter<'a> {
     filter: &'a NamespaceFilter,
+    /// The collections the dump listed and read.
+    listed: &'a HashSet<Namespace>,
     /// Transactions of which some operation was kept: their completing entries are kept too.
     kept_transactions: HashSet<TxnKey>,
 }
 
 impl<'a> SliceFilter<'a> {
-    /// A filter keeping what a backup of `filter`'s namespaces needs.
-    pub fn new(filter: &'a NamespaceFilter) -> Self {
-        SliceFilter { filter, kept_transactions: HashSet::new() }
+    /// A filter keeping what a backup of `filter`'s namespaces needs, whose dump read `listed`.
+    pub fn new(filter: &'a NamespaceFilter, listed: &'a HashSet<Namespace>) -> Self {
+        SliceFilter { filter, listed, kept_transactions: HashSet::new() }
     }
 
     fn selected(&self, ns: &Namespace) -> bool {
@@ -100,6 +116,9 @@ impl<'a> SliceFilter<'a> {
                 Ok(kept_before.then_some(entry))
             }
             "renameCollection" => match entry::rename(&entry) {
+                Some((from, to, _)) if self.listed.contains(&from) => {
+                    Err(CaptureError::RenamedWhileDumped { from, to })
+                }
                 Some((from, to, _)) if !self.selected(&from) && self.selected(&to) => {
                     Err(CaptureError::RenameIntoBackup { from, to })
                 }
@@ -131,7 +150,8 @@ mod tests {
     #[test]
     fn crud_and_commands_follow_the_filter() {
         let f = filter(&["shop.*"]);
-        let mut s = SliceFilter::new(&f);
+        let listed = HashSet::from([Namespace::new("shop", "listed")]);
+        let mut s = SliceFilter::new(&f, &listed);
         let ins = |ns: &str| doc! {"op": "i", "ns": ns, "o": {"_id": 1}};
         assert!(s.keep(ins("shop.orders")).unwrap().is_some());
         assert!(s.keep(ins("billing.invoices")).unwrap().is_none());
@@ -146,12 +166,14 @@ mod tests {
         assert!(s.keep(rename("shop.a", "billing.b")).unwrap().is_some());
         assert!(s.keep(rename("billing.a", "billing.b")).unwrap().is_none());
         assert!(matches!(s.keep(rename("billing.a", "shop.b")), Err(CaptureError::RenameIntoBackup { .. })));
+        assert!(matches!(s.keep(rename("shop.listed", "shop.b")), Err(CaptureError::RenamedWhileDumped { .. })));
     }
 
     #[test]
     fn transactions_keep_their_selected_part_and_their_completion() {
         let f = filter(&["shop.*"]);
-        let mut s = SliceFilter::new(&f);
+        let listed = HashSet::new();
+        let mut s = SliceFilter::new(&f, &listed);
         let txn = |o: Document, n: i64| doc! {"op": "c", "ns": "admin.$cmd", "o": o, "lsid": {"id": 1}, "txnNumber": n};
         let ins = |ns: &str| doc! {"op": "i", "ns": ns, "o": {"_id": 1}};
         let prepared = s.keep(txn(doc! {"applyOps": [ins("shop.a"), ins("billing.b")], "prepare": true}, 1)).unwrap();

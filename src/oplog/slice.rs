@@ -6,12 +6,14 @@
 //! rather than being trusted. Once the slice is read, the oplog's oldest entry must still be at or before the
 //! window's start: the oplog is pruned oldest first, so then nothing of the slice was pruned before it was read.
 
+use std::collections::HashSet;
+
 use bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::{Client, Cursor};
 
 use super::capture::SliceFilter;
 use super::window::{WindowStart, format_ts};
-use crate::archive::NamespaceFilter;
+use crate::archive::{Namespace, NamespaceFilter};
 use crate::error::{Error, Result};
 use crate::mongo::{BLOCK_TARGET_BYTES, DocumentBatch};
 
@@ -23,19 +25,20 @@ pub struct Slice<'a> {
 }
 
 impl<'a> Slice<'a> {
-    /// Opens the slice of `start..=end` for a backup of `filter`'s namespaces.
+    /// Opens the slice of `start..=end` for a backup of `filter`'s namespaces whose dump read `listed`.
     pub async fn open(
         client: &Client,
         start: WindowStart,
         end: Timestamp,
         filter: &'a NamespaceFilter,
+        listed: &'a HashSet<Namespace>,
     ) -> Result<Slice<'a>> {
         let lower = if start.inclusive { "$gte" } else { "$gt" };
         let cursor = oplog(client)
             .find(doc! {"ts": {lower: start.ts, "$lte": end}})
             .await
             .map_err(Error::mongo("reading the oplog slice"))?;
-        Ok(Slice { cursor, filter: SliceFilter::new(filter), last: None })
+        Ok(Slice { cursor, filter: SliceFilter::new(filter, listed), last: None })
     }
 
     /// The next block of kept entries, about [`BLOCK_TARGET_BYTES`], or `None` at the end.

@@ -49,7 +49,7 @@ pub fn apply(doc: &mut Document, o: &Document) -> Result<(), String> {
             return Err(format!("update operator {operator} without a document"));
         };
         match operator.as_str() {
-            "$set" => fields.iter().for_each(|(path, value)| set_path(doc, path, value.clone())),
+            "$set" => set_paths(doc, fields),
             "$unset" => fields.keys().for_each(|path| unset_path(doc, path)),
             other => return Err(format!("update operator {other}")),
         }
@@ -68,7 +68,7 @@ fn apply_change_stream_diff(doc: &mut Document, diff: &Document) -> Result<(), S
         }
     }
     if let Ok(set) = diff.get_document("updatedFields") {
-        set.iter().for_each(|(path, value)| set_path(doc, path, value.clone()));
+        set_paths(doc, set);
     }
     for path in diff.get_array("removedFields").map(|a| a.as_slice()).unwrap_or_default() {
         if let Bson::String(path) = path {
@@ -148,6 +148,14 @@ fn as_index(value: &Bson) -> Option<usize> {
         Bson::Double(n) if *n >= 0.0 => Some(*n as usize),
         _ => None,
     }
+}
+
+/// Sets several paths the way the server applies one update: in field-name order, component by component, so
+/// that new fields land in the order the server gives them whatever order the entry lists them in.
+fn set_paths(doc: &mut Document, fields: &Document) {
+    let mut paths: Vec<(&String, &Bson)> = fields.iter().collect();
+    paths.sort_by(|a, b| a.0.split('.').cmp(b.0.split('.')));
+    paths.into_iter().for_each(|(path, value)| set_path(doc, path, value.clone()));
 }
 
 /// `$set` of a dotted path: missing documents on the way are created; array elements addressed by index (padding
@@ -284,6 +292,13 @@ mod tests {
         assert_eq!(got, doc! {"_id": 1, "a": "later"});
         let got = applied(doc! {"_id": 1, "a": "later"}, doc! {"$v": 2, "diff": {"sa": {"u": {"b": 1}}}});
         assert_eq!(got, doc! {"_id": 1, "a": "later"});
+    }
+
+    #[test]
+    fn new_fields_land_in_field_name_order_as_on_the_server() {
+        let got =
+            applied(doc! {"_id": 1}, doc! {"$v": 2, "diff": {"updatedFields": {"q": 1, "p": 2, "a.z": 1, "a.b": 2}}});
+        assert_eq!(got, doc! {"_id": 1, "a": {"b": 2, "z": 1}, "p": 2, "q": 1});
     }
 
     #[test]

@@ -115,12 +115,18 @@ pub fn config_file(dir: &Path, include: &[String]) -> String {
 
 /// Starts a server of our own (so it can be killed) on a free port; returns the child and its URI.
 pub fn own_server(dir: &std::path::Path) -> (std::process::Child, String) {
+    own_server_with(dir, &[])
+}
+
+/// [`own_server`] with extra SecantusDB flags (e.g. a small oplog).
+pub fn own_server_with(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     let bin = std::env::var("MBA_SECANTUSD").expect("MBA_SECANTUSD is set by tests/harness/with-services.sh");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new(bin)
         .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path"])
         .arg(dir)
         .args(["--cache-size", "256M"])
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
