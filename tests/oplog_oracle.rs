@@ -418,3 +418,62 @@ async fn collmod_index_uniqueness() {
         }
     }
 }
+
+#[tokio::test]
+async fn unknown_commands_fail_the_restore_unless_skipped_and_listed() {
+    let client = client().await;
+    let ops = vec![
+        doc! {"ts": bson::Timestamp{time: 5, increment: 1}, "op": "i", "ns": "test.foo", "o": {"_id": 2}},
+        doc! {"ts": bson::Timestamp{time: 5, increment: 2}, "op": "c", "ns": "test.$cmd", "o": {"futureCommand": "foo"}},
+    ];
+    let p = unique("unknown");
+    let options =
+        RestoreOptions { renames: vec![Rename::new("test.$c$", &format!("{p}.$c$")).unwrap()], ..oracle_options() };
+    let err = restore::restore(std::io::Cursor::new(archive(&[empty("test.foo")], &ops).await), &client, &options)
+        .await
+        .expect_err("an unknown command must fail the restore");
+    assert!(
+        err.to_string().contains("futureCommand on test at ts 5:2") && err.to_string().contains("--oplog-skip-unknown"),
+        "{err}"
+    );
+    let p = unique("skipped");
+    let options = RestoreOptions {
+        renames: vec![Rename::new("test.$c$", &format!("{p}.$c$")).unwrap()],
+        oplog_skip_unknown: true,
+        ..oracle_options()
+    };
+    let report = restore::restore(std::io::Cursor::new(archive(&[empty("test.foo")], &ops).await), &client, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.replay.skipped_commands, vec!["futureCommand on test at ts 5:2".to_string()]);
+    assert_eq!(documents(&client, &p, "foo").await, vec![doc! {"_id": 2}]);
+}
+
+#[tokio::test]
+async fn renames_follow_ns_from_and_ns_to_inside_command_bodies() {
+    let client = client().await;
+    let ts = |i: u32| bson::Timestamp { time: 7, increment: i };
+    let ops = vec![
+        doc! {"ts": ts(1), "op": "i", "ns": "test.a", "o": {"_id": 9}},
+        doc! {"ts": ts(2), "op": "c", "ns": "test.$cmd", "o": {"renameCollection": "test.a", "to": "test.b", "dropTarget": true}},
+        doc! {"ts": ts(3), "op": "i", "ns": "test.b", "o": {"_id": 10}},
+        // Renamed out of what is restored: the collection leaves.
+        doc! {"ts": ts(4), "op": "c", "ns": "test.$cmd", "o": {"renameCollection": "test.c", "to": "other.c"}},
+    ];
+    let collections = [
+        Collection { ns: "test.a", indexes: Vec::new(), options: Document::new(), docs: vec![doc! {"_id": 1}] },
+        Collection { ns: "test.b", indexes: Vec::new(), options: Document::new(), docs: vec![doc! {"_id": 99}] },
+        Collection { ns: "test.c", indexes: Vec::new(), options: Document::new(), docs: vec![doc! {"_id": 3}] },
+    ];
+    let p = unique("renames");
+    let options = RestoreOptions {
+        filter: NamespaceFilter::new(&["test.*".to_string()], &[]).unwrap(),
+        renames: vec![Rename::new("test.$c$", &format!("{p}.$c$")).unwrap()],
+        ..oracle_options()
+    };
+    restore::restore(std::io::Cursor::new(archive(&collections, &ops).await), &client, &options).await.unwrap();
+    assert!(!exists(&client, &p, "a").await);
+    assert_eq!(documents(&client, &p, "b").await, vec![doc! {"_id": 1}, doc! {"_id": 9}, doc! {"_id": 10}]);
+    assert!(!exists(&client, &p, "c").await, "renamed out of the restore: dropped");
+    assert!(!exists(&client, "other", "c").await, "nothing is written outside the restore's namespaces");
+}
