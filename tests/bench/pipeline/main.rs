@@ -240,11 +240,14 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 work path")
 }
 
-/// Writes the config of a backup to `store` ("fs" or "azure") with `compression`; returns its path.
+/// Writes the config of a backup to `store` ("fs", "azure", or "fs-oplog": fs with the oplog window on) with
+/// `compression`; returns its path.
 fn config(work: &Work, store: &str, compression: Compression) -> String {
     let file = work.dir.join(format!("{store}-{compression}.toml"));
-    let storage = match store {
-        "fs" => format!("path = {:?}\nprefix = \"fs-{compression}\"\n", path(&work.dir.join("store"))),
+    // The data path alone, except for the case that measures what the oplog window adds to it.
+    let oplog = if store == "fs-oplog" { "auto" } else { "off" };
+    let storage = match store.trim_end_matches("-oplog") {
+        "fs" => format!("path = {:?}\nprefix = \"{store}-{compression}\"\n", path(&work.dir.join("store"))),
         _ => {
             let secret = work.dir.join("connection-string");
             let connection = format!(
@@ -264,8 +267,7 @@ fn config(work: &Work, store: &str, compression: Compression) -> String {
     };
     let text = format!(
         "[mongodb]\nuri = {:?}\n[storage]\n{storage}[backup]\ncompression = \"{compression}\"\ninclude = {:?}\n\
-         # The data path only: the oplog slice of a quiet server is empty, and the raw read does not read it.\n\
-         oplog = \"off\"\n",
+         oplog = {oplog:?}\n",
         work.uri,
         includes()
     );

@@ -63,6 +63,15 @@ pub fn cases(threads: u32, (zstd_level, gzip_level): (i32, u32)) -> Vec<Case> {
             format!("raw-read piped into `zstd -{zstd_level} -T{threads}`, output fsynced: reading plus compressing"),
         ),
         backup("backup-fs-zstd", "fs", Compression::Zstd, "backup to a directory, zstd (default)"),
+        Case {
+            judge: Judge::TimeAtMost("backup-fs-zstd", 1.05),
+            ..backup(
+                "backup-fs-zstd-oplog",
+                "fs-oplog",
+                Compression::Zstd,
+                "backup-fs-zstd with the oplog window on (start, end, rollover check, slice)",
+            )
+        },
         backup("backup-fs-gzip", "fs", Compression::Gzip, "backup to a directory, gzip"),
         backup("backup-fs-none", "fs", Compression::None, "backup to a directory, uncompressed"),
         backup("backup-azure-zstd", "azure", Compression::Zstd, "backup to Azurite, zstd"),
