@@ -19,6 +19,7 @@ fn options(include: &[String], renames: &[(&str, &str)], drop: bool) -> RestoreO
         drop,
         dry_run: false,
         replay_oplog: true,
+        users_and_roles: false,
         parallel: 4,
         batch_size: 1000,
     }

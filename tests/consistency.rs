@@ -108,6 +108,7 @@ async fn concurrent_writes_restore_to_the_end_timestamp() {
         drop: false,
         dry_run: false,
         replay_oplog: true,
+        users_and_roles: false,
         parallel: 4,
         batch_size: 1000,
     };
