@@ -9,23 +9,15 @@ use std::path::{Path, PathBuf};
 use bson::{Document, doc};
 use common::*;
 use mongo_backup_agent::backup::{self, Manifest};
-use mongo_backup_agent::mongo::NamespaceFilter;
-use mongo_backup_agent::restore::{self, Rename, RestoreOptions, STAGING_PREFIX};
+use mongo_backup_agent::restore::{self, RestoreOptions, STAGING_PREFIX};
 use mongodb::Client;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mongodump");
 
-fn options(renames: &[(String, String)], drop: bool) -> RestoreOptions {
-    RestoreOptions {
-        filter: NamespaceFilter::all(),
-        renames: renames.iter().map(|(f, t)| Rename::new(f, t).unwrap()).collect(),
-        drop,
-        dry_run: false,
-        replay_oplog: true,
-        users_and_roles: false,
-        parallel: 4,
-        batch_size: 500,
-    }
+/// Options restoring database `db` only: the oplog slice holds other tests' writes too, and replaying them into
+/// their databases (or, with `drop`, replacing their collections) would break those tests.
+fn options(db: &str, renames: &[(&str, &str)], drop: bool) -> RestoreOptions {
+    restore_options(&[format!("{db}.*")], renames, drop)
 }
 
 /// Backs up `include` uncompressed (so tests can damage exact bytes); returns the manifest and the archive file.
@@ -46,7 +38,9 @@ async fn restore_file(
 }
 
 /// Everything about a collection a restore could change: documents (bytes), indexes, options.
-async fn snapshot(client: &Client, db: &str, coll: &str) -> (Vec<Vec<u8>>, Vec<Document>, Document) {
+type Snapshot = (Vec<Vec<u8>>, Vec<Document>, Document);
+
+async fn snapshot(client: &Client, db: &str, coll: &str) -> Snapshot {
     (raw_docs(client, db, coll).await, indexes(client, db, coll).await, collection_options(client, db, coll).await)
 }
 
@@ -78,6 +72,18 @@ async fn shop(client: &Client, db: &str, docs: i32) {
         .unwrap();
 }
 
+/// A shop database of `docs` orders, backed up to a file, then changed: the database, a client, the backup's
+/// directory (keep it alive), the archive file and the changed `orders` as it is now.
+async fn backed_up_then_changed(name: &str, docs: i32) -> (String, Client, tempfile::TempDir, PathBuf, Snapshot) {
+    let (db, client) = (unique(name), client().await);
+    shop(&client, &db, docs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = backup_to_file(dir.path(), &[format!("{db}.*")]).await;
+    change_live(&client, &db).await;
+    let live = snapshot(&client, &db, "orders").await;
+    (db, client, dir, file, live)
+}
+
 /// Changes the live collections after the backup, so a restore that touched them would show.
 async fn change_live(client: &Client, db: &str) {
     let d = client.database(db);
@@ -92,16 +98,12 @@ async fn change_live(client: &Client, db: &str) {
 
 #[tokio::test]
 async fn asterisk_renames_restore_elsewhere_and_leave_the_source_alone() {
-    let (db, client) = (unique("rn"), client().await);
-    shop(&client, &db, 100).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_, file) = backup_to_file(dir.path(), &[format!("{db}.*")]).await;
-    change_live(&client, &db).await;
-    let live = snapshot(&client, &db, "orders").await;
+    let (db, client, _dir, file, live) = backed_up_then_changed("rn", 100).await;
 
     // With --drop, a rename that is not applied would drop and overwrite the live collections.
     let target = format!("{db}_r");
-    let report = restore_file(&file, &options(&[(format!("{db}.*"), format!("{target}.*"))], true)).await.unwrap();
+    let report =
+        restore_file(&file, &options(&db, &[(&format!("{db}.*"), &format!("{target}.*"))], true)).await.unwrap();
     assert_eq!(report.documents(), 150);
     assert_eq!(snapshot(&client, &db, "orders").await, live, "the source namespace was touched");
     assert_eq!(collections(&client, &target).await, ["big_orders", "items", "orders"]);
@@ -130,15 +132,10 @@ async fn asterisk_renames_restore_elsewhere_and_leave_the_source_alone() {
 
 #[tokio::test]
 async fn rename_rules_that_rename_nothing_or_badly_are_refused_before_anything_is_written() {
-    let (db, client) = (unique("rnbad"), client().await);
-    shop(&client, &db, 10).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_, file) = backup_to_file(dir.path(), &[format!("{db}.*")]).await;
-    change_live(&client, &db).await;
-    let live = snapshot(&client, &db, "orders").await;
+    let (db, client, _dir, file, live) = backed_up_then_changed("rnbad", 10).await;
     let archive = file.display().to_string();
     for (from, to, expect) in [
-        (format!("{db}x.*"), format!("{db}_r.*"), "renames nothing in the archive"),
+        (format!("{db}x.*"), format!("{db}_r.*"), "matches nothing in the archive"),
         (format!("{db}.*"), format!("{db}_r*"), "not a valid namespace"),
         (format!("{db}.*"), format!("{db} r.*"), "not a valid namespace"),
     ] {
@@ -180,7 +177,7 @@ async fn drop_restore_of_a_damaged_archive_leaves_every_target_as_it_was() {
     for (what, bytes, expect) in [("truncated", truncated, "truncated"), ("CRC", crc, "CRC")] {
         let damaged = dir.path().join(format!("{what}.archive"));
         std::fs::write(&damaged, bytes).unwrap();
-        let err = restore_file(&damaged, &options(&[], true)).await.unwrap_err().to_string();
+        let err = restore_file(&damaged, &options(&db, &[], true)).await.unwrap_err().to_string();
         assert!(err.contains(expect) && err.contains("every target is unchanged"), "{what}: {err}");
         let after = (
             snapshot(&client, &db, "orders").await,
@@ -191,7 +188,16 @@ async fn drop_restore_of_a_damaged_archive_leaves_every_target_as_it_was() {
         no_staging_left(&client, &db).await;
 
         // The binary says the same, on one line, with exit 1.
-        let (code, _, stderr) = cli(&["restore", "--archive", damaged.to_str().unwrap(), "--to", &uri(), "--drop"]);
+        let (code, _, stderr) = cli(&[
+            "restore",
+            "--archive",
+            damaged.to_str().unwrap(),
+            "--to",
+            &uri(),
+            "--drop",
+            "--nsInclude",
+            &format!("{db}.*"),
+        ]);
         assert_eq!(code, 1, "{stderr}");
         assert!(stderr.contains("every target is unchanged"), "{stderr}");
         assert!(snapshot(&client, &db, "orders").await == before.0);
@@ -211,13 +217,13 @@ async fn drop_restore_of_a_good_archive_replaces_the_targets() {
     client.database(&db).collection::<Document>("big_orders").drop().await.unwrap();
     client.database(&db).run_command(doc! {"create": "big_orders", "viewOn": "items", "pipeline": []}).await.unwrap();
 
-    let mut dry = options(&[], true);
+    let mut dry = options(&db, &[], true);
     dry.dry_run = true;
     let plan = restore_file(&file, &dry).await.unwrap().plan.to_string();
     assert!(plan.contains(&format!("replace collection {db}.orders")) && plan.contains("staging"), "{plan}");
     assert_ne!(snapshot(&client, &db, "orders").await, backed_up.0, "the dry run changed something");
 
-    let report = restore_file(&file, &options(&[], true)).await.unwrap();
+    let report = restore_file(&file, &options(&db, &[], true)).await.unwrap();
     assert_eq!(report.replaced.len(), 3, "{:?}", report.replaced);
     assert!((snapshot(&client, &db, "orders").await, snapshot(&client, &db, "items").await) == backed_up);
     assert_eq!(collection_options(&client, &db, "big_orders").await, view_options);

@@ -1,6 +1,6 @@
 //! `--nsFrom`/`--nsTo` renames, in both of mongorestore's syntaxes: `*` wildcards (`shop.*` → `shop_r.*`) and named
 //! `$var$` variables (`$db$.users` → `$db$.people`), so a command line that works with stock mongorestore does the
-//! same here. Rules are checked against the archive before anything is written ([`check`]): one that renames nothing,
+//! same here. Rules are checked against the archive before anything is written ([`check`]): one that matches nothing,
 //! or yields a name the server would refuse, is an error rather than a restore over the original namespaces.
 //!
 //! The syntax, as mongorestore 100.x reads it:
@@ -183,25 +183,25 @@ fn invalid(source: &Namespace, target: &Namespace) -> Option<String> {
 }
 
 /// Checks every rule against the namespaces the restore will write, before anything is written: each rule must
-/// rename at least one of them (a rule that renames nothing is a typo that would restore over the originals), and
+/// match at least one of them (a rule that matches nothing is a typo that would restore over the originals), and
 /// every new name must be valid.
 pub fn check<'a>(rules: &[Rename], namespaces: impl IntoIterator<Item = &'a Namespace>) -> Result<(), String> {
-    let mut used = vec![false; rules.len()];
+    let mut matched = vec![false; rules.len()];
     let mut databases: Vec<&str> = Vec::new();
     for ns in namespaces {
         let name = ns.to_string();
-        if let Some(i) = (0..rules.len()).rev().find(|&i| rules[i].from.is_match(&name)) {
-            used[i] = true;
-            rename(rules, ns)?;
+        for (rule, matched) in rules.iter().zip(matched.iter_mut()) {
+            *matched |= rule.from.is_match(&name);
         }
+        rename(rules, ns)?;
         if !databases.contains(&ns.db.as_str()) {
             databases.push(&ns.db);
         }
     }
-    match used.iter().position(|u| !u) {
+    match matched.iter().position(|m| !m) {
         None => Ok(()),
         Some(i) => Err(format!(
-            "{} renames nothing in the archive (its selected databases: {}): check the pattern, or drop the rule",
+            "{} matches nothing in the archive (its selected databases: {}): check the pattern, or drop the rule",
             rules[i],
             if databases.is_empty() { "none".to_string() } else { databases.join(", ") }
         )),
@@ -271,16 +271,15 @@ mod tests {
     }
 
     #[test]
-    fn check_refuses_rules_that_rename_nothing_or_badly() {
+    fn check_refuses_rules_that_match_nothing_or_rename_badly() {
         let rules =
             |pairs: &[(&str, &str)]| -> Vec<Rename> { pairs.iter().map(|(f, t)| Rename::new(f, t).unwrap()).collect() };
         let archive = [ns("shop.orders"), ns("shop.items"), ns("hr.people")];
         assert_eq!(check(&rules(&[("shop.*", "shop_r.*")]), &archive), Ok(()));
         let err = check(&rules(&[("shop.*", "shop_r.*"), ("shpo.*", "x.*")]), &archive).unwrap_err();
-        assert!(err.contains("\"shpo.*\"") && err.contains("renames nothing") && err.contains("shop, hr"), "{err}");
-        // Shadowed by a later rule for every namespace it matches: it renames nothing either.
-        let err = check(&rules(&[("hr.people", "a.b"), ("hr.*", "c.*")]), &archive).unwrap_err();
-        assert!(err.contains("\"hr.people\""), "{err}");
+        assert!(err.contains("\"shpo.*\"") && err.contains("matches nothing") && err.contains("shop, hr"), "{err}");
+        // A rule that matches but is overridden by a later one is harmless: nothing is restored over the originals.
+        assert_eq!(check(&rules(&[("hr.people", "a.b"), ("hr.*", "c.*")]), &archive), Ok(()));
         let err = check(&rules(&[("shop.*", "shop_r*")]), &archive).unwrap_err();
         assert!(err.contains("not a valid namespace"), "{err}");
         assert_eq!(check(&[], &archive), Ok(()));
