@@ -6,8 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use bson::{Document, doc};
+use bson::{Document, Timestamp, doc};
 use common::*;
+use mongo_backup_agent::archive::{ArchiveHeader, ArchiveWriter, Namespace, PreludeEntry};
 use mongo_backup_agent::backup::{self, Manifest};
 use mongo_backup_agent::restore::{self, RestoreOptions, STAGING_PREFIX};
 use mongodb::Client;
@@ -229,6 +230,66 @@ async fn drop_restore_of_a_good_archive_replaces_the_targets() {
     assert_eq!(collection_options(&client, &db, "big_orders").await, view_options);
     let view = client.database(&db).collection::<Document>("big_orders").count_documents(doc! {}).await.unwrap();
     assert_eq!(view, 1000 - 11);
+    no_staging_left(&client, &db).await;
+}
+
+fn raw(doc: Document) -> Vec<u8> {
+    let mut out = Vec::new();
+    doc.to_writer(&mut out).unwrap();
+    out
+}
+
+/// An archive of `db.orders` (ids 0..10) whose oplog slice inserts id 100 into it and creates `db.fresh`, a
+/// collection the prelude does not know (one created during the dump).
+async fn archive_with_oplog(db: &str) -> Vec<u8> {
+    let metadata = r#"{"indexes":[{"v":{"$numberInt":"2"},"key":{"_id":{"$numberInt":"1"}},"name":"_id_"}],"collectionName":"orders","type":"collection"}"#;
+    let prelude = [
+        PreludeEntry { namespace: Namespace::new(db, "orders"), metadata: metadata.into(), kind: "collection".into() },
+        PreludeEntry { namespace: Namespace::oplog(), metadata: String::new(), kind: String::new() },
+    ];
+    let mut w = ArchiveWriter::begin(Vec::new(), &ArchiveHeader::new(1, "4.4.0"), &prelude).await.unwrap();
+    let orders: Vec<u8> = (0..10).flat_map(|i| raw(doc! {"_id": i, "n": i})).collect();
+    w.write_block(0, &orders, 10).await.unwrap();
+    w.end_collection(0).await.unwrap();
+    let op = |i: u32, ns: &str, o: Document| {
+        raw(doc! {"ts": Timestamp { time: 1_700_000_000, increment: i }, "op": "i", "ns": ns, "o": o})
+    };
+    let oplog =
+        [op(1, &format!("{db}.fresh"), doc! {"_id": 1}), op(2, &format!("{db}.orders"), doc! {"_id": 100, "n": 100})];
+    w.write_block(1, &oplog.concat(), 2).await.unwrap();
+    w.end_collection(1).await.unwrap();
+    w.finish().await.unwrap().0
+}
+
+/// The oplog replay of a `--drop` restore lands in staging too, also for a collection the prelude does not name:
+/// a good archive replaces both targets with the backup's state; one cut inside the oplog slice changes neither.
+#[tokio::test]
+async fn drop_restore_stages_the_oplog_replay_too() {
+    let (db, client) = (unique("dropoplog"), client().await);
+    let d = client.database(&db);
+    d.collection::<Document>("orders").insert_many((0..5).map(|i| doc! {"_id": i, "live": true})).await.unwrap();
+    d.collection::<Document>("fresh").insert_one(doc! {"_id": "live"}).await.unwrap();
+    let before = (raw_docs(&client, &db, "orders").await, raw_docs(&client, &db, "fresh").await);
+    let dir = tempfile::tempdir().unwrap();
+    let good = archive_with_oplog(&db).await;
+
+    let cut = dir.path().join("cut.archive");
+    std::fs::write(&cut, &good[..good.len() - 40]).unwrap();
+    let err = restore_file(&cut, &options(&db, &[], true)).await.unwrap_err().to_string();
+    assert!(err.contains("truncated") && err.contains("every target is unchanged"), "{err}");
+    assert!((raw_docs(&client, &db, "orders").await, raw_docs(&client, &db, "fresh").await) == before);
+    no_staging_left(&client, &db).await;
+
+    let file = dir.path().join("good.archive");
+    std::fs::write(&file, &good).unwrap();
+    let report = restore_file(&file, &options(&db, &[], true)).await.unwrap();
+    assert_eq!(report.oplog_applied, 2);
+    let ids = |docs: Vec<Vec<u8>>| -> Vec<bson::Bson> {
+        docs.iter().map(|d| Document::from_reader(&d[..]).unwrap().get("_id").unwrap().clone()).collect()
+    };
+    let expected: Vec<bson::Bson> = (0..10).chain([100]).map(bson::Bson::Int32).collect();
+    assert_eq!(ids(raw_docs(&client, &db, "orders").await), expected, "the oplog's insert was lost in the swap");
+    assert_eq!(ids(raw_docs(&client, &db, "fresh").await), [bson::Bson::Int32(1)]);
     no_staging_left(&client, &db).await;
 }
 
