@@ -59,6 +59,15 @@ pub enum Error {
     /// Restore refused to proceed; the message says why and what to pass to override.
     #[error("{0}")]
     Refused(String),
+    /// A restore failed; `outcome` says what it changed on the target and what it left as it was.
+    #[error("{source}; {outcome}")]
+    Restore {
+        /// What was and was not changed, e.g. "every target is unchanged".
+        outcome: String,
+        /// Why the restore failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// Local I/O failed (reading an archive file, writing an export).
     #[error("{action}: {source}")]
     Io {
@@ -97,6 +106,7 @@ impl Error {
             Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Unreachable { .. } | Error::Daemon(ClientError::NotRunning(_)) => EXIT_UNAVAILABLE,
             Error::Daemon(ClientError::PermissionDenied(_)) => EXIT_USAGE,
+            Error::Restore { source, .. } => source.exit_code(),
             _ => EXIT_FAILED,
         }
     }

@@ -70,6 +70,7 @@ async fn backup_to_azurite_and_restore_round_trips_byte_for_byte() {
         dry_run: false,
         replay_oplog: true,
         oplog_skip_unknown: false,
+        users_and_roles: false,
         parallel: 4,
         batch_size: 1000,
     };

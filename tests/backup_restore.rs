@@ -8,22 +8,8 @@ use bson::{
 };
 use common::*;
 use mongo_backup_agent::backup;
-use mongo_backup_agent::mongo::NamespaceFilter;
-use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
+use mongo_backup_agent::restore::{self, RestoreOptions};
 use mongo_backup_agent::store::{FilesystemStore, ObjectStore};
-
-fn options(include: &[String], renames: &[(&str, &str)], drop: bool) -> RestoreOptions {
-    RestoreOptions {
-        filter: NamespaceFilter::new(include, &[]).unwrap(),
-        renames: renames.iter().map(|(f, t)| Rename::new(f, t).unwrap()).collect(),
-        drop,
-        dry_run: false,
-        replay_oplog: true,
-        oplog_skip_unknown: false,
-        parallel: 4,
-        batch_size: 1000,
-    }
-}
 
 async fn restore_from(
     store: &FilesystemStore,
@@ -68,10 +54,13 @@ async fn every_bson_type_round_trips_byte_for_byte() {
     let manifest = run_backup(&config).await;
     let store = FilesystemStore::new(dir.path());
     let target = format!("{db}_r");
-    let report =
-        restore_from(&store, &manifest, &options(&[], &[(&format!("{db}.$c$"), &format!("{target}.$c$"))], false))
-            .await
-            .unwrap();
+    let report = restore_from(
+        &store,
+        &manifest,
+        &restore_options(&[], &[(&format!("{db}.$c$"), &format!("{target}.$c$"))], false),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.documents(), 20);
     let source = raw_docs(&client, &db, "all").await;
     assert_eq!(source.len(), 20);
@@ -135,7 +124,7 @@ async fn shapes_options_and_indexes_survive() {
     let (rdb, rother) = (format!("{db}_r"), format!("{other}_r"));
     let renames = [(format!("{db}.$c$"), format!("{rdb}.$c$")), (format!("{other}.$c$"), format!("{rother}.$c$"))];
     let renames: Vec<(&str, &str)> = renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let report = restore_from(&store, &manifest, &options(&[], &renames, false)).await.unwrap();
+    let report = restore_from(&store, &manifest, &restore_options(&[], &renames, false)).await.unwrap();
     assert_eq!(report.documents(), 200_054);
 
     for (src, dst, coll) in [
@@ -177,19 +166,20 @@ async fn filters_renames_drop_and_refusal() {
     let rename = [(format!("{db}.$c$"), format!("{target}.$c$"))];
     let rename: Vec<(&str, &str)> = rename.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let only_keep = [format!("{db}.keep")];
-    let report = restore_from(&store, &manifest, &options(&only_keep, &rename, false)).await.unwrap();
+    let report = restore_from(&store, &manifest, &restore_options(&only_keep, &rename, false)).await.unwrap();
     assert_eq!(report.inserted, vec![(mongo_backup_agent::archive::Namespace::new(&target, "keep"), 10)]);
     let names = client.database(&target).list_collection_names().await.unwrap();
     assert_eq!(names, vec!["keep".to_string()]);
 
     // Restoring again over non-empty targets is refused and writes nothing.
     client.database(&target).collection::<Document>("keep").insert_one(doc! {"_id": 100}).await.unwrap();
-    let err = restore_from(&store, &manifest, &options(&only_keep, &rename, false)).await.unwrap_err().to_string();
+    let err =
+        restore_from(&store, &manifest, &restore_options(&only_keep, &rename, false)).await.unwrap_err().to_string();
     assert!(err.contains(&format!("non-empty {target}.keep")) && err.contains("--drop"), "{err}");
     assert_eq!(client.database(&target).collection::<Document>("keep").count_documents(doc! {}).await.unwrap(), 11);
 
     // --drop replaces the target with exactly the backup's content.
-    restore_from(&store, &manifest, &options(&only_keep, &rename, true)).await.unwrap();
+    restore_from(&store, &manifest, &restore_options(&only_keep, &rename, true)).await.unwrap();
     assert_eq!(raw_docs(&client, &target, "keep").await, raw_docs(&client, &db, "keep").await);
 }
 
@@ -211,7 +201,9 @@ async fn gzip_and_none_compressions_restore_too() {
         let target = format!("{db}_{compression}");
         let rename = [(format!("{db}.$c$"), format!("{target}.$c$"))];
         let rename: Vec<(&str, &str)> = rename.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        restore_from(&FilesystemStore::new(dir.path()), &manifest, &options(&[], &rename, false)).await.unwrap();
+        restore_from(&FilesystemStore::new(dir.path()), &manifest, &restore_options(&[], &rename, false))
+            .await
+            .unwrap();
         assert_eq!(raw_docs(&client, &target, "c").await, raw_docs(&client, &db, "c").await);
     }
 }

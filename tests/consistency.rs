@@ -109,6 +109,7 @@ async fn concurrent_writes_restore_to_the_end_timestamp() {
         dry_run: false,
         replay_oplog: true,
         oplog_skip_unknown: false,
+        users_and_roles: false,
         parallel: 4,
         batch_size: 1000,
     };

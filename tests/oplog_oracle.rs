@@ -94,16 +94,7 @@ async fn restore_renamed(client: &Client, archive: Vec<u8>, dbs: &[&str], prefix
 }
 
 fn oracle_options() -> RestoreOptions {
-    RestoreOptions {
-        filter: NamespaceFilter::all(),
-        renames: Vec::new(),
-        drop: false,
-        dry_run: false,
-        replay_oplog: true,
-        oplog_skip_unknown: false,
-        parallel: 2,
-        batch_size: 1000,
-    }
+    restore_options(&[], &[], false)
 }
 
 async fn documents(client: &Client, db: &str, coll: &str) -> Vec<Document> {

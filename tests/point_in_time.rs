@@ -296,12 +296,7 @@ async fn differential(source: &Client, ballast_db: &str, target: &Client, seed: 
     let options = RestoreOptions {
         filter: NamespaceFilter::new(&[format!("{db}.*")], &[]).unwrap(),
         renames: vec![Rename::new(&format!("{db}.$c$"), &format!("{target_db}.$c$")).unwrap()],
-        drop: false,
-        dry_run: false,
-        replay_oplog: true,
-        oplog_skip_unknown: false,
-        parallel: 4,
-        batch_size: 500,
+        ..restore_options(&[], &[], false)
     };
     let input = store.get_stream(&backup::archive_key("t", &manifest.id, manifest.compression)).await.unwrap();
     let report = restore::restore(input, target, &options).await.unwrap();
@@ -356,16 +351,8 @@ async fn restoring_a_backup_of_a_into_the_live_server_leaves_b_untouched() {
     writer.await.unwrap();
     billing.update_many(doc! {}, doc! {"$set": {"v": -1}}).await.unwrap();
     let before = raw_docs(&client, &b, "y").await;
-    let options = RestoreOptions {
-        filter: NamespaceFilter::all(),
-        renames: Vec::new(),
-        drop: true,
-        dry_run: false,
-        replay_oplog: true,
-        oplog_skip_unknown: false,
-        parallel: 2,
-        batch_size: 500,
-    };
+    let options =
+        RestoreOptions { filter: NamespaceFilter::all(), renames: Vec::new(), ..restore_options(&[], &[], true) };
     let store = FilesystemStore::new(dir.path());
     let input = store.get_stream(&backup::archive_key("t", &manifest.id, manifest.compression)).await.unwrap();
     let report = restore::restore(input, &client, &options).await.unwrap();

@@ -1,10 +1,11 @@
-//! `inspect`: what an archive file holds, with every CRC checked; exits non-zero on the first problem.
+//! `inspect`: what an archive file holds, with every CRC checked. Like `verify`, exits 1 with one line per problem
+//! (metadata that does not parse, a CRC mismatch, a truncated or malformed archive), 0 only when all is well.
 
 use std::path::PathBuf;
 
 use mongo_backup_agent::archive::{ArchiveItem, ArchiveReader, CollectionMetadata};
 use mongo_backup_agent::compress;
-use mongo_backup_agent::error::{EXIT_OK, Error, Result};
+use mongo_backup_agent::error::{EXIT_FAILED, EXIT_OK, Error, Result};
 
 /// Flags of `inspect`.
 #[derive(Debug, clap::Args)]
@@ -25,19 +26,38 @@ pub async fn run(args: Args) -> Result<i32> {
         "header: version {}, server {}, tool {}, concurrent_collections {}",
         h.version, h.server_version, h.tool_version, h.concurrent_collections
     );
+    let mut problems = 0;
     for e in reader.prelude() {
         match CollectionMetadata::parse(&e.namespace, &e.metadata, &e.kind) {
             Ok(m) => println!("  {} ({}, {} indexes)", e.namespace, m.kind.as_str(), m.indexes.len()),
-            Err(err) => println!("  {} (metadata problem: {err})", e.namespace),
+            Err(err) => {
+                println!("  {} (problem: metadata does not parse: {err})", e.namespace);
+                problems += 1;
+            }
         }
     }
-    while let Some(item) = reader.next().await? {
-        if let ArchiveItem::CollectionEnd { stats, .. } = item {
-            println!(
+    // The reader stops at the first damage (it cannot resynchronise), so that is the last line.
+    loop {
+        match reader.next().await {
+            Ok(Some(ArchiveItem::CollectionEnd { stats, .. })) => println!(
                 "{}: {} documents, {} bytes, CRC {:016x} ok",
                 stats.namespace, stats.documents, stats.bytes, stats.crc
-            );
+            ),
+            Ok(Some(ArchiveItem::Document { .. })) => {}
+            Ok(None) => break,
+            Err(err) => {
+                println!("problem: {err}");
+                problems += 1;
+                break;
+            }
         }
+    }
+    if problems > 0 {
+        eprintln!(
+            "mongo-backup-agent: archive {} has problems: {problems}; do not restore it, use another backup",
+            args.file.display()
+        );
+        return Ok(EXIT_FAILED);
     }
     println!("archive complete: every collection ended and every CRC matched");
     Ok(EXIT_OK)

@@ -34,12 +34,17 @@ pub struct Args {
     /// Rename to.
     #[arg(long = "nsTo", value_name = "NS")]
     ns_to: Vec<String>,
-    /// Drop each target collection before restoring it.
+    /// Replace existing target collections. The archive is restored into staging collections first and they
+    /// replace the targets only once the whole archive has been read and checked: a damaged archive changes nothing.
     #[arg(long)]
     drop: bool,
     /// Restore even if the oplog slice runs commands replay does not know: each one skipped is listed at the end.
     #[arg(long = "oplog-skip-unknown")]
     oplog_skip_unknown: bool,
+    /// Also restore the archive's users and custom roles (overwriting same-named ones, passwords included). A full
+    /// restore (no --nsInclude/--nsExclude/--nsFrom) does this anyway.
+    #[arg(long = "with-users-and-roles")]
+    with_users_and_roles: bool,
     /// Print what would be done and change nothing.
     #[arg(long = "dry-run")]
     dry_run: bool,
@@ -57,6 +62,8 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::Usage)?;
     let filter = NamespaceFilter::new(&args.ns_include, &args.ns_exclude).map_err(Error::Usage)?;
+    // Users and roles roll back passwords and bring deleted users back: only on purpose, or as part of a full restore.
+    let full = args.ns_include.is_empty() && args.ns_exclude.is_empty() && renames.is_empty();
     // A file restore with --to needs no config at all: useful on a workstation.
     let config = match (&args.archive, &args.to) {
         (Some(_), Some(_)) => config().unwrap_or_default(),
@@ -85,6 +92,7 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         dry_run: args.dry_run,
         replay_oplog: true,
         oplog_skip_unknown: args.oplog_skip_unknown,
+        users_and_roles: args.with_users_and_roles || full,
         parallel: config.restore.parallel_inserts,
         batch_size: config.restore.batch_size,
     };
@@ -99,6 +107,9 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         eprintln!("restored {n} documents into {ns}");
     }
     print_replay(&report.replay);
+    for ns in &report.replaced {
+        eprintln!("replaced {ns} with its restored copy (--drop)");
+    }
     eprintln!(
         "restore complete: {} documents, {} oplog operations replayed, {} users/roles, {:.1}s",
         report.documents(),

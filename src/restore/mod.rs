@@ -1,13 +1,18 @@
 //! Restore: an archive (ours or stock mongodump's, any compression) back into a MongoDB server.
 //!
-//! Plan first ([`plan::plan`]), then: create collections with their options, insert documents in parallel
-//! unordered batches, build indexes after the data, replay the oplog slice, merge users and roles.
+//! Plan first ([`plan::plan`]: renames checked, targets checked), then: create collections with their options,
+//! insert documents in parallel unordered batches, build indexes after the data, replay the oplog slice, merge users
+//! and roles. With `--drop` all of that goes into staging collections that replace the targets only once the whole
+//! archive has been read and checked ([`staging`] says how and why), so a damaged archive leaves every target as it
+//! was. Users and roles are written only when [`RestoreOptions::users_and_roles`] asks for them, since merging them
+//! rolls back changed passwords and brings deleted users back.
 
 mod plan;
 mod rename;
+mod staging;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::Client;
@@ -17,12 +22,14 @@ use tokio::task::JoinSet;
 
 pub use plan::{Action, PlannedNamespace, RestorePlan};
 pub use rename::{Rename, rename};
+pub use staging::PREFIX as STAGING_PREFIX;
 
-use crate::archive::{ArchiveItem, ArchiveReader, CollectionKind, Namespace};
+use crate::archive::{ArchiveItem, ArchiveReader, CollectionKind, Namespace, PreludeEntry};
 use crate::compress;
 use crate::error::{Error, Result};
 use crate::mongo::{NamespaceFilter, is_backed_up};
 use crate::oplog::{ReplayReport, Replayer};
+use staging::Staging;
 
 /// Bytes per insert batch at most, below the server's 48 MB message limit with room to spare.
 const BATCH_BYTES: usize = 8 << 20;
@@ -34,15 +41,18 @@ pub struct RestoreOptions {
     pub filter: NamespaceFilter,
     /// `--nsFrom/--nsTo` rules.
     pub renames: Vec<Rename>,
-    /// Drop existing target collections first.
+    /// Replace existing target collections, through staging collections swapped in at the end.
     pub drop: bool,
-    /// Only build and return the plan.
+    /// Only build and return the plan (reading the archive only to name the users and roles it would restore).
     pub dry_run: bool,
     /// Replay the archive's oplog slice after the data, which makes the restore consistent as of the manifest's
     /// `oplog.end`. Off for `verify --deep`, which compares the restored documents with the archive's own.
     pub replay_oplog: bool,
     /// Skip oplog commands replay does not know (listed in the report) instead of failing.
     pub oplog_skip_unknown: bool,
+    /// Restore the archive's users and custom roles, whatever the filter says. The CLI sets it for
+    /// `--with-users-and-roles` and for a full restore (no filter, no rename), as mongorestore does.
+    pub users_and_roles: bool,
     /// Insert batches in flight.
     pub parallel: usize,
     /// Documents per batch.
@@ -58,6 +68,8 @@ pub struct RestoreReport {
     pub inserted: Vec<(Namespace, u64)>,
     /// What replaying the oplog slice did, and what it left out.
     pub replay: ReplayReport,
+    /// Targets a `--drop` restore replaced with their restored copies.
+    pub replaced: Vec<Namespace>,
     /// Users and roles merged.
     pub users_and_roles: u64,
 }
@@ -78,23 +90,69 @@ pub async fn restore(
     let (_, plain) =
         compress::decoder(input).await.map_err(|source| Error::Io { action: "reading the archive".into(), source })?;
     let mut reader = ArchiveReader::open(plain).await?;
-    let mut plan = plan::plan(client, reader.prelude(), &options.filter, &options.renames, options.drop).await?;
+    let staging = options.drop.then(Staging::start);
+    let mut plan = plan::plan(client, reader.prelude(), options, staging.as_ref()).await?;
     plan.replay_oplog &= options.replay_oplog;
-    let mut report = RestoreReport { plan, inserted: Vec::new(), replay: ReplayReport::default(), users_and_roles: 0 };
+    let mut report = RestoreReport {
+        plan,
+        inserted: Vec::new(),
+        replay: ReplayReport::default(),
+        replaced: Vec::new(),
+        users_and_roles: 0,
+    };
     if options.dry_run {
+        if report.plan.namespaces.iter().any(|p| matches!(p.action, Action::Users | Action::Roles)) {
+            let planned = planned_indexes(&report.plan, reader.prelude());
+            while let Some(item) = reader.next().await? {
+                if let ArchiveItem::Document { ns, document } = item {
+                    auth_doc(&mut report.plan, planned[ns], document)?;
+                }
+            }
+        }
         return Ok(report);
     }
-    create_collections(client, &report.plan).await?;
+    let written = write(&mut reader, client, options, staging.as_ref(), &mut report).await;
+    if let Some(staging) = &staging {
+        match written {
+            Ok(()) => report.replaced = staging.swap(client).await?,
+            Err(e) => return Err(staging.failed(client, e).await),
+        }
+    } else {
+        written?;
+    }
+    report.users_and_roles = merge_users_and_roles(client, &report.plan).await?;
+    Ok(report)
+}
 
-    let planned: Vec<Option<&PlannedNamespace>> =
-        reader.prelude().iter().map(|e| report.plan.namespaces.iter().find(|p| p.source == e.namespace)).collect();
+/// Everything but the swap and the users: collections, documents, indexes, oplog. Writes where the plan says
+/// (`write_to`), and sends the oplog's writes to the same places.
+async fn write<R: AsyncRead + Send + Unpin>(
+    reader: &mut ArchiveReader<R>,
+    client: &Client,
+    options: &RestoreOptions,
+    staging: Option<&Staging>,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    create_collections(client, &report.plan).await?;
+    let planned = planned_indexes(&report.plan, reader.prelude());
     // Without replay, oplog entries are still read (and CRC-checked) but match no planned namespace.
     let oplog_index = reader.prelude().iter().position(|e| e.namespace.is_oplog()).filter(|_| options.replay_oplog);
     let mut inserter = Inserter::new(client.clone(), options);
-    let mut auth_docs: Vec<(Action, Document)> = Vec::new();
     let mut indexes_built = false;
+    // Oplog entries name namespaces the prelude may not have (collections created during the dump): a rename that
+    // makes an invalid name of one is kept here and fails the restore after the replay, before any swap.
+    let bad_renames = Mutex::new(Vec::new());
     let target_of = |ns: &Namespace| -> Option<Namespace> {
-        (options.filter.matches(ns) && is_backed_up(ns)).then(|| rename::rename(&options.renames, ns))
+        if !(options.filter.matches(ns) && is_backed_up(ns)) {
+            return None;
+        }
+        match rename::rename(&options.renames, ns) {
+            Ok(target) => Some(staging.map_or_else(|| target.clone(), |s| s.name(&target))),
+            Err(why) => {
+                bad_renames.lock().unwrap_or_else(|e| e.into_inner()).push(why);
+                None
+            }
+        }
     };
     let archived = reader.prelude().iter().map(|e| e.namespace.clone()).filter(|ns| !ns.is_oplog()).collect::<Vec<_>>();
     let mut replayer = Replayer::new(client, &target_of, archived, options.oplog_skip_unknown);
@@ -111,17 +169,13 @@ pub async fn restore(
                     .map_err(|e| Error::Refused(format!("oplog entry is not valid BSON: {e}")))?;
                 replayer.replay(&entry).await?;
             }
-            ArchiveItem::Document { ns, document } => match planned[ns] {
+            ArchiveItem::Document { ns, document } => match planned[ns].map(|i| &report.plan.namespaces[i]) {
                 Some(p) if p.action == Action::Restore => inserter.push(p, document).await?,
-                Some(p) if matches!(p.action, Action::Users | Action::Roles) => {
-                    let doc = Document::from_reader(&document[..])
-                        .map_err(|e| Error::Refused(format!("{} holds invalid BSON: {e}", p.source)))?;
-                    auth_docs.push((p.action.clone(), doc));
-                }
-                _ => {}
+                _ => auth_doc(&mut report.plan, planned[ns], document)?,
             },
             ArchiveItem::CollectionEnd { ns, .. } => {
-                if let Some(p) = planned[ns].filter(|p| p.action == Action::Restore) {
+                if let Some(p) = planned[ns].map(|i| &report.plan.namespaces[i]).filter(|p| p.action == Action::Restore)
+                {
                     inserter.flush(&p.target).await?;
                 }
             }
@@ -132,8 +186,30 @@ pub async fn restore(
         build_indexes(client, &report.plan).await?;
     }
     report.replay = replayer.finish();
-    report.users_and_roles = merge_users_and_roles(client, auth_docs).await?;
-    Ok(report)
+    let bad_renames = bad_renames.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(first) = bad_renames.first() {
+        return Err(Error::Usage(format!("oplog replay: {first}")));
+    }
+    Ok(())
+}
+
+/// For each prelude entry, its index in the plan.
+fn planned_indexes(plan: &RestorePlan, prelude: &[PreludeEntry]) -> Vec<Option<usize>> {
+    prelude.iter().map(|e| plan.namespaces.iter().position(|p| p.source == e.namespace)).collect()
+}
+
+/// Keeps a user or role document of the archive in the plan, if the plan restores them.
+fn auth_doc(plan: &mut RestorePlan, planned: Option<usize>, document: Vec<u8>) -> Result<()> {
+    let Some(p) = planned.map(|i| &plan.namespaces[i]) else { return Ok(()) };
+    let into = match p.action {
+        Action::Users => &mut plan.users,
+        Action::Roles => &mut plan.roles,
+        _ => return Ok(()),
+    };
+    let doc = Document::from_reader(&document[..])
+        .map_err(|e| Error::Refused(format!("{} holds invalid BSON: {e}", p.source)))?;
+    into.push(doc);
+    Ok(())
 }
 
 async fn create_collections(client: &Client, plan: &RestorePlan) -> Result<()> {
@@ -141,18 +217,15 @@ async fn create_collections(client: &Client, plan: &RestorePlan) -> Result<()> {
     let mut ordered: Vec<_> = plan.namespaces.iter().filter(|p| p.action == Action::Restore).collect();
     ordered.sort_by_key(|p| p.metadata.kind == CollectionKind::View);
     for p in ordered {
-        let db = client.database(&p.target.db);
-        if p.drop_first {
-            db.collection::<Document>(&p.target.collection)
-                .drop()
-                .await
-                .map_err(Error::mongo(format!("dropping {} (--drop)", p.target)))?;
-        }
-        let mut command = doc! {"create": &p.target.collection};
+        let mut command = doc! {"create": &p.write_to.collection};
         for (k, v) in &p.metadata.options {
             command.insert(k, v.clone());
         }
-        db.run_command(command).await.map_err(Error::mongo(format!("creating {}", p.target)))?;
+        client
+            .database(&p.write_to.db)
+            .run_command(command)
+            .await
+            .map_err(Error::mongo(format!("creating {}", p.write_to)))?;
     }
     Ok(())
 }
@@ -178,15 +251,15 @@ async fn build_indexes(client: &Client, plan: &RestorePlan) -> Result<()> {
             continue;
         }
         let collection = if p.metadata.kind == CollectionKind::Timeseries {
-            format!("system.buckets.{}", p.target.collection)
+            format!("system.buckets.{}", p.write_to.collection)
         } else {
-            p.target.collection.clone()
+            p.write_to.collection.clone()
         };
         client
-            .database(&p.target.db)
+            .database(&p.write_to.db)
             .run_command(doc! {"createIndexes": collection, "indexes": specs})
             .await
-            .map_err(Error::mongo(format!("building indexes of {}", p.target)))?;
+            .map_err(Error::mongo(format!("building indexes of {}", p.write_to)))?;
     }
     Ok(())
 }
@@ -204,15 +277,14 @@ fn index_version(v: &Bson) -> Option<i32> {
 /// Writes users and roles into `admin.system.users` / `admin.system.roles` (what mongorestore does, needing the
 /// `restore` role). Roles can fall back to `createRole`; users cannot be recreated without their password, so a
 /// server that refuses the write fails the restore with the list of users it could not restore.
-async fn merge_users_and_roles(client: &Client, docs: Vec<(Action, Document)>) -> Result<u64> {
+async fn merge_users_and_roles(client: &Client, plan: &RestorePlan) -> Result<u64> {
     let admin = client.database("admin");
     let mut merged = 0;
     let mut refused = Vec::new();
+    let docs = plan.users.iter().map(|d| (Action::Users, d)).chain(plan.roles.iter().map(|d| (Action::Roles, d)));
     for (action, doc) in docs {
-        let (collection, name) = match action {
-            Action::Users => ("system.users", doc.get_str("_id").unwrap_or("?").to_string()),
-            _ => ("system.roles", doc.get_str("_id").unwrap_or("?").to_string()),
-        };
+        let collection = if action == Action::Users { "system.users" } else { "system.roles" };
+        let name = doc.get_str("_id").unwrap_or("?");
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let written =
             admin.collection::<Document>(collection).replace_one(doc! {"_id": id}, doc.clone()).upsert(true).await;
@@ -233,7 +305,8 @@ async fn merge_users_and_roles(client: &Client, docs: Vec<(Action, Document)>) -
     }
     if !refused.is_empty() {
         return Err(Error::Refused(format!(
-            "data restored, but the target refused {}: grant the restoring user the restore role, or exclude them with --nsExclude 'admin.system.*'",
+            "data restored, but the target refused {}: grant the restoring user the restore role, or restore without \
+             --with-users-and-roles",
             refused.join(", ")
         )));
     }
@@ -245,7 +318,8 @@ struct Inserter {
     client: Client,
     batch_size: usize,
     permits: Arc<Semaphore>,
-    pending: HashMap<Namespace, (Vec<RawDocumentBuf>, usize, bool)>,
+    /// Per target: the batch so far, its bytes, whether capped, and the collection it is written to.
+    pending: HashMap<Namespace, (Vec<RawDocumentBuf>, usize, bool, Namespace)>,
     in_flight: JoinSet<Result<(Namespace, u64)>>,
     counts: HashMap<Namespace, u64>,
 }
@@ -266,7 +340,10 @@ impl Inserter {
         let doc = RawDocumentBuf::from_bytes(document)
             .map_err(|e| Error::Refused(format!("{} holds invalid BSON: {e}", planned.source)))?;
         let capped = planned.metadata.options.get_bool("capped").unwrap_or(false);
-        let entry = self.pending.entry(planned.target.clone()).or_insert_with(|| (Vec::new(), 0, capped));
+        let entry = self
+            .pending
+            .entry(planned.target.clone())
+            .or_insert_with(|| (Vec::new(), 0, capped, planned.write_to.clone()));
         entry.1 += doc.as_bytes().len();
         entry.0.push(doc);
         if entry.0.len() >= self.batch_size || entry.1 >= BATCH_BYTES {
@@ -276,7 +353,7 @@ impl Inserter {
     }
 
     async fn flush(&mut self, target: &Namespace) -> Result<()> {
-        let Some((docs, _, capped)) = self.pending.remove(target) else { return Ok(()) };
+        let Some((docs, _, capped, write_to)) = self.pending.remove(target) else { return Ok(()) };
         self.reap().await?;
         let permit = self.permits.clone().acquire_owned().await.map_err(|_| Error::Cancelled)?;
         let (client, ns) = (self.client.clone(), target.clone());
@@ -285,12 +362,12 @@ impl Inserter {
             let count = docs.len() as u64;
             // Capped collections keep insertion order, so their batches are ordered; others go unordered.
             client
-                .database(&ns.db)
-                .collection::<RawDocumentBuf>(&ns.collection)
+                .database(&write_to.db)
+                .collection::<RawDocumentBuf>(&write_to.collection)
                 .insert_many(docs)
                 .ordered(capped)
                 .await
-                .map_err(Error::mongo(format!("inserting into {ns}")))?;
+                .map_err(Error::mongo(format!("inserting into {write_to}")))?;
             Ok((ns, count))
         };
         if capped {

@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 use mongo_backup_agent::backup::{self, BackupId, Manifest, Progress};
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::mongo::NamespaceFilter;
+use mongo_backup_agent::restore::{Rename, RestoreOptions};
 use mongo_backup_agent::store::FilesystemStore;
 use mongodb::Client;
 
@@ -48,6 +49,22 @@ pub async fn run_backup(config: &Config) -> Manifest {
     let store = FilesystemStore::new(&config.storage.path);
     let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).unwrap();
     backup::run(config, BackupId::new(chrono::Utc::now()), &filter, &store, &Progress::default()).await.unwrap()
+}
+
+/// Restore options for tests: `include` (all when empty), `--nsFrom/--nsTo` pairs, `--drop`; oplog replayed, users
+/// and roles left alone.
+pub fn restore_options(include: &[String], renames: &[(&str, &str)], drop: bool) -> RestoreOptions {
+    RestoreOptions {
+        filter: NamespaceFilter::new(include, &[]).unwrap(),
+        renames: renames.iter().map(|(f, t)| Rename::new(f, t).unwrap()).collect(),
+        drop,
+        dry_run: false,
+        replay_oplog: true,
+        oplog_skip_unknown: false,
+        users_and_roles: false,
+        parallel: 4,
+        batch_size: 1000,
+    }
 }
 
 /// Every document of a collection as raw bytes, sorted by `_id` so source and restore compare exactly.
