@@ -394,6 +394,43 @@ async fn a_collection_renamed_while_dumped_fails_the_backup() {
 }
 
 #[tokio::test]
+async fn a_collection_dropped_during_the_backup_is_noted_and_restored_as_dropped() {
+    let client = client().await;
+    let db = unique("dropped");
+    let large = client.database(&db).collection::<Document>("large");
+    for c in 0..4 {
+        large.insert_many((0..5000).map(|i| doc! {"_id": c * 5000 + i, "pad": "d".repeat(200)})).await.unwrap();
+    }
+    client.database(&db).collection::<Document>("doomed").insert_many((0..10).map(|i| doc! {"_id": i})).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[format!("{db}.*")], "batch_size = 50\nparallel_collections = 1");
+    let progress = Arc::new(Progress::default());
+    let dropper = {
+        let (client, progress, db) = (client.clone(), progress.clone(), db.clone());
+        tokio::spawn(async move {
+            while progress.totals().0 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            client.database(&db).collection::<Document>("doomed").drop().await.unwrap();
+        })
+    };
+    let store = FilesystemStore::new(dir.path());
+    let filter = NamespaceFilter::new(&config.backup.include, &[]).unwrap();
+    let manifest = backup::run(&config, BackupId::new(chrono::Utc::now()), &filter, &store, &progress).await.unwrap();
+    dropper.await.unwrap();
+    assert_eq!(manifest.dropped_during_backup, vec![format!("{db}.doomed")]);
+    let target = unique("dropped_r");
+    let options = RestoreOptions {
+        filter: NamespaceFilter::all(),
+        renames: vec![Rename::new(&format!("{db}.$c$"), &format!("{target}.$c$")).unwrap()],
+        ..restore_options(&[], &[], false)
+    };
+    let input = store.get_stream(&backup::archive_key("t", &manifest.id, manifest.compression)).await.unwrap();
+    restore::restore(input, &client, &options).await.unwrap();
+    assert_same(&client, &db, &client, &target, "dropped during the backup").await;
+}
+
+#[tokio::test]
 async fn an_oplog_that_rolls_over_during_the_dump_fails_the_backup() {
     // A server whose oplog keeps 500 entries: a writer pushes the start out of it while the dump reads.
     let data = tempfile::tempdir().unwrap();

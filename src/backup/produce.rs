@@ -145,13 +145,18 @@ impl Job<'_> {
                     }
                     .await;
                     tracked.done.store(true, Relaxed);
+                    // A collection dropped under its reader (an error, or nothing read of a collection that had
+                    // documents) is no failure: the slice drops it on restore.
+                    let suspect = result.is_err() || (tracked.expected > 0 && tracked.documents.load(Relaxed) == 0);
+                    let gone = suspect && !mongo::collection_exists(&client, &source).await.unwrap_or(true);
                     let message = match result {
-                        Ok(()) => Message::End(ns),
-                        // A collection dropped under the reader is no failure: the slice drops it on restore.
-                        Err(e) if !mongo::collection_exists(&client, &source).await.unwrap_or(true) => {
-                            log::info!("{name} was dropped while it was read ({e}); the slice drops it on restore");
+                        _ if gone => {
+                            log::info!(
+                                "{name} was dropped while the backup read it; the oplog slice drops it on restore"
+                            );
                             Message::Dropped(ns, name)
                         }
+                        Ok(()) => Message::End(ns),
                         Err(e) => Message::Failed(e),
                     };
                     let _ = tx.send(message).await;
