@@ -1,5 +1,8 @@
 //! Streams a collection's documents as raw BSON bytes, never decoding them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use bson::{RawDocumentBuf, doc};
 use mongodb::options::Hint;
 use mongodb::{Client, Cursor};
@@ -41,12 +44,28 @@ pub async fn open_cursor(client: &Client, ns: &Namespace, batch_size: u32) -> Re
         .map_err(Error::mongo(format!("reading {ns}")))
 }
 
+/// How long a cursor may go without returning a document before the read fails, in milliseconds:
+/// `backup.stall_timeout`, set by [`set_stall_timeout`] when a backup starts. Process-wide because the readers run
+/// in spawned tasks that carry no per-backup context, and one process runs one backup at a time.
+static STALL_TIMEOUT_MS: AtomicU64 = AtomicU64::new(10 * 60 * 1000);
+
+/// Sets how long [`next_batch`] waits for a cursor to make progress (`backup.stall_timeout`).
+pub fn set_stall_timeout(limit: Duration) {
+    STALL_TIMEOUT_MS.store(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
 /// The next batch of about [`BLOCK_TARGET_BYTES`] from `cursor`, or `None` when it is exhausted.
-/// `what` names the source in errors.
+/// `what` names the source in errors. A cursor that yields nothing for the stall timeout fails with
+/// [`Error::Stalled`] naming `what`: the driver has no socket timeout, so a hung server would otherwise hang the
+/// backup for good.
 pub async fn next_batch(cursor: &mut Cursor<RawDocumentBuf>, what: &str) -> Result<Option<DocumentBatch>> {
+    let limit = Duration::from_millis(STALL_TIMEOUT_MS.load(Ordering::Relaxed));
     let mut batch = DocumentBatch { bytes: Vec::with_capacity(BLOCK_TARGET_BYTES), count: 0 };
     while batch.bytes.len() < BLOCK_TARGET_BYTES
-        && cursor.advance().await.map_err(Error::mongo(format!("reading {what}")))?
+        && tokio::time::timeout(limit, cursor.advance())
+            .await
+            .map_err(|_| Error::Stalled { what: format!("reading {what}"), after: limit })?
+            .map_err(Error::mongo(format!("reading {what}")))?
     {
         let document = cursor.current().as_bytes();
         // The document that crosses the target grows the block by exactly its size, not to double the capacity:
