@@ -121,6 +121,9 @@ mod tests {
         assert!(id("2026-05-01T13:00:01Z").is_from_future(now));
         assert!(id("2026-05-01T12:30:00Z").check_clock(now).is_ok());
         let refused = id("2026-05-02T12:00:00Z").check_clock(now).unwrap_err();
-        assert!(refused.contains("24h 0m ahead of MongoDB's clock") && refused.contains("fix this host's clock"), "{refused}");
+        assert!(
+            refused.contains("24h 0m ahead of MongoDB's clock") && refused.contains("fix this host's clock"),
+            "{refused}"
+        );
     }
 }

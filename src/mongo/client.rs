@@ -6,8 +6,8 @@ use bson::{Document, doc};
 use mongodb::Client;
 use mongodb::options::ClientOptions;
 
-use crate::config::{MongoConfig, read_secret};
 use super::uri::SafeUri;
+use crate::config::{MongoConfig, read_secret};
 use crate::error::{Error, Result};
 
 /// What the backup needs to know about the server before it starts.
@@ -94,6 +94,9 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo> {
     Ok(ServerInfo {
         version: build.get_str("version").unwrap_or("unknown").to_string(),
         replica_set: hello.get_str("setName").ok().map(str::to_string),
-        local_time: hello.get_datetime("localTime").ok().and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis())),
+        local_time: hello
+            .get_datetime("localTime")
+            .ok()
+            .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis())),
     })
 }

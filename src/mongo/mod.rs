@@ -11,5 +11,5 @@ pub use catalog::{CollectionInfo, is_backed_up, list_collections};
 pub use client::{OPERATION_TIMEOUT, ServerInfo, bounded, close, connect, server_info};
 // Backup selects collections with the filter that restore applies to an archive's namespaces.
 pub use crate::archive::NamespaceFilter;
-pub use uri::{SafeUri, describe};
 pub use reader::{BLOCK_TARGET_BYTES, DocumentBatch, bounded_batch_size, next_batch, open_cursor, set_stall_timeout};
+pub use uri::{SafeUri, describe};

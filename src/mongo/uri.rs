@@ -116,9 +116,9 @@ pub fn describe(err: &mongodb::error::Error) -> String {
     match err.kind.as_ref() {
         ErrorKind::Authentication { message, .. } => format!("authentication failed: {}", first_line(message)),
         ErrorKind::Command(command) => format!("{} ({}): {}", command.code_name, command.code, command.message),
-        ErrorKind::ServerSelection { message, .. } => reason_in(message)
-            .unwrap_or("no server answered within the server selection timeout")
-            .to_string(),
+        ErrorKind::ServerSelection { message, .. } => {
+            reason_in(message).unwrap_or("no server answered within the server selection timeout").to_string()
+        }
         ErrorKind::DnsResolve { .. } => "host name not found".to_string(),
         ErrorKind::Io(io) => reason_in(&io.to_string()).map_or_else(|| io.to_string(), str::to_string),
         other => {
