@@ -7,6 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use bson::doc;
 use common::*;
@@ -180,4 +181,76 @@ async fn check_exits_1_when_a_config_holding_a_password_is_readable_by_others() 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, out, err) = cli(&["--config", config, "check"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A TCP relay to the test server that passes `budget` bytes of replies per connection and then goes silent,
+/// holding the connection open: a server that hangs mid-cursor, as a stuck disk or a dead network path does.
+fn stalling_relay(target: std::net::SocketAddr, budget: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(target) else { return };
+            let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut client_in, &mut server_out));
+            std::thread::spawn(move || {
+                let mut passed = 0;
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 || passed + n > budget {
+                        break;
+                    }
+                    passed += n;
+                    if client.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                // Silent from here on, the sockets held open until the process ends.
+                std::thread::sleep(Duration::from_secs(3600));
+                drop((client, server));
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_cursor_that_stalls_fails_the_backup_naming_the_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("trust_stall");
+    let text = "x".repeat(100_000);
+    // 12 MB in server batches of about 4 MiB (the reader's block): the relay passes the first batch (from `find`)
+    // and stalls in the first `getMore`, so the cursor stops mid-collection.
+    for chunk in 0..4 {
+        let docs: Vec<_> = (0..30).map(|i| doc! {"_id": chunk * 30 + i, "text": &text}).collect();
+        client().await.database(&db).collection("big").insert_many(docs).await.unwrap();
+    }
+    let server: std::net::SocketAddr =
+        uri().trim_start_matches("mongodb://").split('/').next().unwrap().parse().unwrap();
+    let port = stalling_relay(server, 6 << 20);
+    let relayed = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+    let config = write_config(dir.path(), &relayed, &[format!("{db}.*")], "stall_timeout = \"2s\"\n");
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap(), "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("the backup still hangs after 60 s on a stalled cursor");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("reading {db}.big: no answer from MongoDB for 2s")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -7,7 +7,7 @@ use mongodb::Client;
 
 use super::NamespaceFilter;
 use crate::archive::{CollectionKind, CollectionMetadata, Namespace};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// One collection (or view) to back up.
 #[derive(Debug, Clone)]
@@ -48,16 +48,14 @@ pub async fn list_collections(
     parallel: usize,
 ) -> Result<Vec<CollectionInfo>> {
     let mut selected = Vec::new();
-    let databases = client.list_database_names().await.map_err(Error::mongo("listing databases"))?;
+    let databases = super::bounded("listing databases", client.list_database_names()).await?;
     for db_name in databases {
         let db = client.database(&db_name);
-        let specs: Vec<Document> = db
-            .run_cursor_command(doc! {"listCollections": 1})
-            .await
-            .map_err(Error::mongo(format!("listing collections of {db_name}")))?
-            .try_collect()
-            .await
-            .map_err(Error::mongo(format!("listing collections of {db_name}")))?;
+        let specs: Vec<Document> = super::bounded(
+            &format!("listing collections of {db_name}"),
+            cursor_command(&db, doc! {"listCollections": 1}),
+        )
+        .await?;
         for spec in specs {
             let Ok(name) = spec.get_str("name") else { continue };
             let namespace = Namespace::new(&db_name, name);
@@ -87,12 +85,8 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     let indexes = if kind == CollectionKind::View {
         Vec::new()
     } else {
-        db.run_cursor_command(doc! {"listIndexes": &source.collection})
-            .await
-            .map_err(Error::mongo(format!("listing indexes of {namespace}")))?
-            .try_collect()
-            .await
-            .map_err(Error::mongo(format!("listing indexes of {namespace}")))?
+        let list = cursor_command(&db, doc! {"listIndexes": &source.collection});
+        super::bounded(&format!("listing indexes of {namespace}"), list).await?
     };
     let uuid = match spec.get_document("info").ok().and_then(|i| i.get("uuid")) {
         Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Uuid => Some(hex::encode(&b.bytes)),
@@ -115,9 +109,16 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     })
 }
 
-/// Size and count from collStats; a server that refuses it just loses largest-first ordering, not the backup.
+/// Every document a cursor command returns (listCollections, listIndexes), as one operation to bound.
+async fn cursor_command(db: &mongodb::Database, command: Document) -> mongodb::error::Result<Vec<Document>> {
+    db.run_cursor_command(command).await?.try_collect().await
+}
+
+/// Size and count from collStats; a server that refuses it (or does not answer in time) just loses largest-first
+/// ordering, not the backup.
 async fn size_of(client: &Client, ns: &Namespace) -> (u64, u64) {
-    let stats = client.database(&ns.db).run_command(doc! {"collStats": &ns.collection}).await;
+    let db = client.database(&ns.db);
+    let stats = super::bounded("collStats", db.run_command(doc! {"collStats": &ns.collection})).await;
     let number = |d: &Document, key: &str| match d.get(key) {
         Some(Bson::Int32(v)) => (*v).max(0) as u64,
         Some(Bson::Int64(v)) => (*v).max(0) as u64,
