@@ -176,23 +176,29 @@ fn age_file(path: &std::path::Path, ago: Duration) {
     file.set_modified(std::time::SystemTime::now() - ago).unwrap();
 }
 
-#[test]
-fn prune_cli_dry_run_then_prune_and_list_classes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let config = dir.path().join("config.toml");
+/// A filesystem store in `dir/store` and a config for the CLI keeping the last backup, `hourly` hours and `daily`
+/// days, with a one-hour grace for incomplete attempts.
+fn cli_setup(dir: &std::path::Path, hourly: u32, daily: u32) -> (std::path::PathBuf, String, FilesystemStore) {
+    let store_dir = dir.join("store");
+    let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[storage]\npath = {:?}\nprefix = \"{PREFIX}\"\n[retention]\nkeep_last = 1\nkeep_hourly = 3\n\
-             keep_daily = 2\nkeep_weekly = 0\nkeep_monthly = 0\nincomplete_grace = \"1h\"\n",
+            "[storage]\npath = {:?}\nprefix = \"{PREFIX}\"\n[retention]\nkeep_last = 1\nkeep_hourly = {hourly}\n\
+             keep_daily = {daily}\nkeep_weekly = 0\nkeep_monthly = 0\nincomplete_grace = \"1h\"\n",
             store_dir.display().to_string()
         ),
     )
     .unwrap();
-    let config = config.display().to_string();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = FilesystemStore::new(&store_dir);
+    (store_dir, config.display().to_string(), store)
+}
+
+#[test]
+fn prune_cli_dry_run_then_prune_and_list_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store_dir, config, store) = cli_setup(dir.path(), 3, 2);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let scenario = runtime.block_on(populate(&store, Utc::now() - chrono::Duration::minutes(5)));
     let stale_archive = backup::archive_key(PREFIX, &scenario.stale, Compression::Zstd);
     age_file(&store_dir.join(&stale_archive), Duration::from_secs(3 * 3600));
@@ -228,24 +234,13 @@ fn prune_cli_dry_run_then_prune_and_list_classes() {
 
 /// Backups made with wrong clocks, one that failed verification, and a partial file left by a crash, against the
 /// filesystem store and the CLI: retention orders by manifest times, the prune after a backup keeps that backup,
-/// `latest` and retention skip the untrusted one, `list` flags ids from the future, and stale partial files go.
+/// retention neither counts nor keeps the untrusted one, `list` flags ids from the future, and stale partial files
+/// go.
 #[test]
 fn clocks_untrusted_backups_and_partial_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\npath = {:?}\nprefix = \"{PREFIX}\"\n[retention]\nkeep_last = 1\nkeep_hourly = 0\n\
-             keep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\nincomplete_grace = \"1h\"\n",
-            store_dir.display().to_string()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let (store_dir, config, store) = cli_setup(dir.path(), 0, 0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = FilesystemStore::new(&store_dir);
     let now = Utc::now();
     let hours = chrono::Duration::hours;
     // Made by a clock a year fast, id and manifest alike: it outranks everything by time.
@@ -280,7 +275,7 @@ fn clocks_untrusted_backups_and_partial_files() {
     let listed = runtime.block_on(backup::list_backups(&store, PREFIX)).unwrap();
     let order: Vec<&BackupId> = listed.iter().map(|e| &e.id).collect();
     assert_eq!(order, [&skewed, &good, &bad, &current, &fast]);
-    // `latest` skips nothing trusted: the fast-clock backup is newest by its manifest too; the untrusted one never.
+    // The marker makes the backup untrusted (`latest` skipping it is tested with the daemon, tests/daemon.rs).
     let bad_entry = listed.iter().find(|e| e.id == bad).unwrap();
     assert!(bad_entry.trusted().is_none() && bad_entry.untrusted.as_deref().unwrap().contains("crc mismatch"));
 
