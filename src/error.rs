@@ -59,8 +59,8 @@ pub enum Error {
     /// MongoDB stopped answering: a cursor made no progress for `backup.stall_timeout`, or a command took longer
     /// than the operation timeout. `what` names the collection or command.
     #[error(
-        "{what}: no answer from MongoDB for {}; is the server overloaded or the network down? (limit: backup.stall_timeout \
-         for reads)",
+        "{what}: no answer from MongoDB for {}; is the server overloaded or the network down? (limit for reads: \
+         backup.stall_timeout)",
         humantime::format_duration(*after)
     )]
     Stalled {

@@ -155,7 +155,7 @@ impl Runner {
         let result = tokio::select! {
             joined = &mut task => match joined {
                 Ok(result) => result.map_err(|e| (Outcome::Failed, e)),
-                Err(e) => Err((Outcome::Failed, format!("internal error, the backup task {}; please report it", panic_text(e)))),
+                Err(e) => Err((Outcome::Failed, format!("internal error, the backup task {}", panic_text(e)))),
             },
             () = running.cancel.cancelled() => {
                 task.abort();

@@ -58,8 +58,9 @@ impl BackupId {
         }
         let ahead = (self.time() - reference).num_minutes();
         Err(format!(
-            "backup id {self} is {}h {}m ahead of MongoDB's clock ({}): fix this host's clock (timedatectl, chrony) and \
-             run the backup again; a backup dated in the future would outrank every newer one in `latest` and retention",
+            "backup id {self} is {}h {}m ahead of MongoDB's clock ({}): fix this host's clock (timedatectl, \
+             chrony) and run the backup again; a backup dated in the future would outrank every newer one in `latest` \
+             and retention",
             ahead / 60,
             ahead % 60,
             reference.format("%Y-%m-%d %H:%M:%S UTC")
