@@ -35,8 +35,9 @@ pub enum Error {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A MongoDB operation failed; `action` says which (and on what).
-    #[error("{action}: {source}")]
+    /// A MongoDB operation failed; `action` says which (and on what). Shown as one line ([`crate::mongo::describe`]),
+    /// not as the driver's topology description.
+    #[error("{action}: {}", crate::mongo::describe(.source))]
     Mongo {
         /// What we were doing, e.g. "reading shop.orders".
         action: String,
@@ -44,14 +45,29 @@ pub enum Error {
         #[source]
         source: mongodb::error::Error,
     },
-    /// MongoDB could not be reached at all.
-    #[error("cannot reach MongoDB at {uri}: {source} (is mongod running and the URI in [mongodb] right?)")]
+    /// MongoDB could not be reached at all (or refused the credentials). One line, with no password in it:
+    /// `cannot reach MongoDB at 127.0.0.1:42001 (connection refused): is mongod running …?`
+    #[error("cannot reach MongoDB at {hosts} ({reason}): {hint}")]
     Unreachable {
-        /// The URI (without password).
-        uri: String,
-        /// Driver error.
-        #[source]
-        source: mongodb::error::Error,
+        /// The servers, from the URI's host list (never its credentials).
+        hosts: String,
+        /// The cause in a few words ([`crate::mongo::describe`]), secrets masked.
+        reason: String,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// MongoDB stopped answering: a cursor made no progress for `backup.stall_timeout`, or a command took longer
+    /// than the operation timeout. `what` names the collection or command.
+    #[error(
+        "{what}: no answer from MongoDB for {}; is the server overloaded or the network down? (limit for reads: \
+         backup.stall_timeout)",
+        humantime::format_duration(*after)
+    )]
+    Stalled {
+        /// What was waiting ("reading shop.orders", "running hello").
+        what: String,
+        /// How long it waited.
+        after: std::time::Duration,
     },
     /// The command line is wrong; the message says which flag.
     #[error("{0}")]

@@ -22,18 +22,24 @@ struct Daemon {
 impl Daemon {
     /// Writes a config (`extra` is appended verbatim) and starts `serve`; returns once `status` answers.
     fn start(dir: &Path, uri: &str, include: &[String], extra: &str) -> Daemon {
+        Daemon::start_with_env(dir, uri, include, extra, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment for the daemon process (test-only fault injection).
+    fn start_with_env(dir: &Path, uri: &str, include: &[String], extra: &str, env: &[(&str, &str)]) -> Daemon {
         let socket = dir.join("control.sock");
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text(dir, uri, include, extra)).unwrap();
-        let daemon = Daemon::spawn(dir, &config, &socket);
+        let daemon = Daemon::spawn(dir, &config, &socket, env);
         daemon.wait_ready();
         daemon
     }
 
-    fn spawn(dir: &Path, config: &Path, socket: &Path) -> Daemon {
+    fn spawn(dir: &Path, config: &Path, socket: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
         let child = Command::new(BIN)
             .args(["--config", config.to_str().unwrap(), "serve"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -308,7 +314,7 @@ async fn sighup_with_a_broken_config_keeps_the_old_one() {
 async fn one_daemon_per_socket_and_clients_say_when_none_runs() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &uri(), &[], "");
-    let mut second = Daemon::spawn(dir.path(), &daemon.config, &daemon.socket);
+    let mut second = Daemon::spawn(dir.path(), &daemon.config, &daemon.socket, &[]);
     let (code, _) = second.wait_exit(Duration::from_secs(30));
     assert_ne!(code, 0);
     assert!(second.log().contains("already serving"), "{}", second.log());
@@ -469,4 +475,151 @@ async fn on_a_terminal_run_now_shows_live_progress() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("dumping ("), "no live progress on the terminal: {text}");
     assert!(text.contains("complete: 4 documents"), "{text}");
+}
+
+/// Waits for a client process to end, failing the test (not hanging it) after `limit`.
+fn output_within(mut child: Child, limit: Duration) -> (i32, String, String) {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("client still waiting after {limit:?}: the run never ended");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    output(child)
+}
+
+/// Waits until the webhook receiver has seen `count` deliveries.
+async fn deliveries(receiver: &common::http_receiver::Receiver, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.seen().len() < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    receiver.seen().into_iter().map(|r| r.body).collect()
+}
+
+/// `[notify]` posting every outcome to `receiver`, and a metrics textfile in `dir`.
+fn notify_and_textfile(dir: &Path, receiver: &common::http_receiver::Receiver) -> String {
+    let webhook = dir.join("webhook-url");
+    std::fs::write(&webhook, receiver.url("/hook")).unwrap();
+    format!(
+        "[notify]\non_success = true\nwebhook_url_file = {:?}\n[metrics]\ntextfile = {:?}\n",
+        webhook.display().to_string(),
+        dir.join("agent.prom").display().to_string()
+    )
+}
+
+#[tokio::test]
+async fn a_backup_failing_its_verification_is_untrusted_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_untrusted");
+    client().await.database(&db).collection("c").insert_many((0..20).map(|i| doc! {"i": i})).await.unwrap();
+    let receiver = common::http_receiver::Receiver::start(common::http_receiver::Answer::Status(200)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let extra = format!(
+        "[verify]\nafter_backup = true\n{}listen = \"127.0.0.1:{port}\"\n",
+        notify_and_textfile(dir.path(), &receiver)
+    );
+    let env = [("MBA_TEST_FAULT", "corrupt-before-verify")];
+    let mut daemon = Daemon::start_with_env(dir.path(), &uri(), &[format!("{db}.*")], &extra, &env);
+    let textfile = dir.path().join("agent.prom");
+
+    let (code, out, err) = daemon.cli(&["run-now", "--json"]);
+    assert_eq!(code, 1, "{out}{err}\n{}", daemon.log());
+    let report = events(&out).last().unwrap()["report"].clone();
+    let id = report["id"].as_str().unwrap().to_string();
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("failed the verification after it, marked untrusted"), "{error}");
+    assert_eq!(daemon.manifests().len(), 1, "the manifest stays: the backup is kept for a look, not trusted");
+
+    // The notification says so.
+    let bodies = deliveries(&receiver, 1).await;
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["outcome"], "failed");
+    assert!(bodies[0]["error"].as_str().unwrap().contains("marked untrusted"), "{}", bodies[0]);
+
+    // `list` shows it untrusted; `latest` finds no trusted backup.
+    let (code, out, _) = daemon.cli(&["list", "--json"]);
+    assert_eq!(code, 0);
+    let row: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!((row["id"].as_str(), row["retention"].as_str()), (Some(id.as_str()), Some("untrusted")), "{out}");
+    let export = dir.path().join("x.archive.gz");
+    let (code, _, err) = daemon.cli(&["export", "latest", "--out", export.to_str().unwrap()]);
+    assert_eq!(code, 1, "latest must not be the untrusted backup: {err}");
+    assert!(err.contains("no backup \"latest\""), "{err}");
+
+    // The last-success metric: none, also after a restart reads the store again.
+    let scrape = common::prometheus::parse(&std::fs::read_to_string(&textfile).unwrap());
+    assert_eq!(scrape.get("mongo_backup_agent_last_success_timestamp_seconds"), 0.0);
+    assert_eq!(scrape.get("mongo_backup_agent_backups_total{outcome=\"failed\"}"), 1.0);
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(30));
+    let restarted = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], &extra);
+    let scrape_last_success = || async {
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+        common::prometheus::parse(&body).get("mongo_backup_agent_last_success_timestamp_seconds")
+    };
+    assert_eq!(scrape_last_success().await, 0.0, "the restarted daemon took the untrusted backup as a success");
+    // A good backup (no fault this time) counts, and is what `latest` is now.
+    let (code, out, err) = restarted.cli(&["run-now"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(scrape_last_success().await > 0.0);
+    let (code, _, err) = restarted.cli(&["export", "latest", "--out", export.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains(&id), "{err}");
+}
+
+#[tokio::test]
+async fn a_panic_in_a_run_fails_that_run_and_the_daemon_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique("daemon_panic");
+    client().await.database(&db).collection("c").insert_one(doc! {"x": 1}).await.unwrap();
+    let daemon = Daemon::start_with_env(dir.path(), &uri(), &[format!("{db}.*")], "", &[("MBA_TEST_FAULT", "panic")]);
+    for run in 1..=2 {
+        let (code, _, err) = output_within(daemon.spawn_cli(&["run-now"]), Duration::from_secs(60));
+        assert_eq!(code, 1, "run {run}: {err}\n{}", daemon.log());
+        assert!(err.contains("internal error") && err.contains("panicked"), "run {run}: {err}");
+        let (code, out, _) = daemon.cli(&["status", "--json"]);
+        assert_eq!(code, 0, "the daemon stopped answering after a panic");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(status["running"].is_null(), "{out}");
+        assert_eq!(status["recent"].as_array().unwrap().len(), run, "{out}");
+        assert_eq!(status["recent"][0]["outcome"], "failed");
+    }
+}
+
+#[tokio::test]
+async fn a_password_in_the_uri_reaches_no_log_status_notification_or_metric() {
+    const PASSWORD: &str = "D4emon-secret-9931";
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, user_uri) = own_auth_server(data.path(), PASSWORD).await;
+    let uri = user_uri.replacen("backup@", &format!("backup:{PASSWORD}@"), 1);
+    let receiver = common::http_receiver::Receiver::start(common::http_receiver::Answer::Status(200)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let extra = notify_and_textfile(dir.path(), &receiver) + &format!("listen = \"127.0.0.1:{port}\"\n");
+    let daemon = Daemon::start(dir.path(), &uri, &["admin.system.version".to_string()], &extra);
+    let mut seen = Vec::new();
+    let (code, out, err) = daemon.cli(&["run-now"]);
+    assert_eq!(code, 0, "{err}\n{}", daemon.log());
+    seen.push(out + &err);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (code, out, err) = daemon.cli(&["run-now", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.contains("cannot reach MongoDB at 127.0.0.1:"), "{out}");
+    seen.push(out + &err);
+    for args in [["status", "--json"], ["status", "-v"]] {
+        let (_, out, err) = daemon.cli(&args);
+        seen.push(out + &err);
+    }
+    seen.extend(deliveries(&receiver, 2).await.iter().map(|b| b.to_string()));
+    seen.push(reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap());
+    seen.push(std::fs::read_to_string(dir.path().join("agent.prom")).unwrap());
+    seen.push(daemon.log());
+    assert_eq!(seen.len(), 9, "two notifications expected");
+    for text in seen {
+        assert!(!text.contains(PASSWORD), "the password leaked:\n{text}");
+    }
 }

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-pub use list::{BackupEntry, archive_key, list_backups, manifest_key, resolve};
+pub use list::{
+    BackupEntry, UNTRUSTED_NAME, archive_key, list_backups, manifest_key, mark_untrusted, resolve, untrusted_key,
+};
 pub use progress::{CollectionProgress, Progress};
 pub use report::{Outcome, RunReport};
 // What a backup writes last, and the id it is filed under.
@@ -38,10 +40,27 @@ pub async fn run(
     store: &dyn ObjectStore,
     progress: &Progress,
 ) -> Result<Manifest> {
-    let started_at = Utc::now();
     progress.set_phase("connecting");
+    mongo::set_stall_timeout(config.backup.stall_timeout);
     let client = mongo::connect(&config.mongodb).await?;
+    // A handle (the client is shared inside), so this function still holds the client to shut it down.
+    let result = dump(config, id, filter, store, progress, client.clone()).await;
+    mongo::close(client).await;
+    result
+}
+
+/// The backup proper, on a connected client that [`run`] shuts down afterwards whatever the outcome.
+async fn dump(
+    config: &Config,
+    id: BackupId,
+    filter: &NamespaceFilter,
+    store: &dyn ObjectStore,
+    progress: &Progress,
+    client: mongodb::Client,
+) -> Result<Manifest> {
+    let started_at = Utc::now();
     let server = mongo::server_info(&client).await?;
+    id.check_clock(server.local_time.unwrap_or_else(Utc::now)).map_err(Error::Refused)?;
     // The window opens before the collections are listed: a collection created after this point is either listed
     // or created by the slice.
     let (oplog_start, note) = match (config.backup.oplog, &server.replica_set) {

@@ -1,5 +1,6 @@
 //! `export`: a stored backup as a standalone archive file, in the compression stock tools expect.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 
 use mongo_backup_agent::backup;
@@ -34,7 +35,17 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
         let action = format!("{action} {}", temp.display());
         move |source| Error::Io { action, source }
     };
-    let file = tokio::fs::File::create(&temp).await.map_err(io("creating"))?;
+    // 0600 whatever the umask (a leftover temporary file keeps its mode, hence the explicit chmod): the archive is
+    // the whole database.
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .await
+        .map_err(io("creating"))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).await.map_err(io("restricting"))?;
     let mut settings = config.backup.compression_settings();
     settings.compression = args.compression;
     let mut out = compress::encoder(&settings, file);

@@ -1,7 +1,7 @@
 //! `list`: the backups in the store, newest last, each with its retention class; incomplete attempts only with
 //! `--all`.
 
-use mongo_backup_agent::backup::list_backups;
+use mongo_backup_agent::backup::{BackupEntry, Manifest, list_backups};
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::error::{EXIT_OK, Result};
 use mongo_backup_agent::retention::PrunePlan;
@@ -23,7 +23,8 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let store = store::open(&config.storage)?;
     let entries = list_backups(store.as_ref(), &config.storage.prefix).await?;
-    let plan = PrunePlan::from_entries(&entries, &config.retention, chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let plan = PrunePlan::from_entries(&entries, &config.retention, now, None);
     if !args.json {
         println!(
             "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  status",
@@ -31,15 +32,17 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
         );
     }
     for entry in entries.iter().filter(|e| args.all || e.is_complete()) {
-        let class = plan.class_of(&entry.id);
+        let class = plan.class_of(entry);
         let line = match &entry.manifest {
             Some(m) => {
                 let secs = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
+                let status = status(entry, m, now);
                 if args.json {
                     serde_json::json!({
-                        "id": m.id, "started_at": m.started_at, "finished_at": m.finished_at, "status": m.status,
+                        "id": m.id, "started_at": m.started_at, "finished_at": m.finished_at, "status": status,
                         "archive_bytes": m.archive_bytes, "duration_secs": secs, "documents": m.documents(),
-                        "compression": m.compression, "retention": class,
+                        "compression": m.compression, "retention": class, "untrusted": entry.untrusted,
+                        "future_id": entry.id.is_from_future(now),
                     })
                     .to_string()
                 } else {
@@ -51,7 +54,7 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
                         secs,
                         m.documents(),
                         class,
-                        m.status
+                        status
                     )
                 }
             }
@@ -75,4 +78,17 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
         println!("{line}");
     }
     Ok(EXIT_OK)
+}
+
+/// The status column: the manifest's, "untrusted" when the verification after the backup failed, and a warning
+/// when the id is dated more than an hour ahead of this host's clock (made by a clock running fast).
+fn status(entry: &BackupEntry, manifest: &Manifest, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut status = match &entry.untrusted {
+        Some(_) => "untrusted (failed verification)".to_string(),
+        None => manifest.status.clone(),
+    };
+    if entry.id.is_from_future(now) {
+        status.push_str(", id in the future: check the clock of the host that made it");
+    }
+    status
 }

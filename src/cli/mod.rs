@@ -105,7 +105,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Export(args) => export::run(&config()?, args).await,
         Command::Prune(args) => prune::run(&config()?, args).await,
         Command::Inspect(args) => inspect::run(args).await,
-        Command::Check => check::run(&config()?).await,
+        Command::Check => check::run(&config_path, &config()?).await,
         Command::Serve => serve::run(&config_path).await,
         Command::RunNow(args) => run_now::run(&config_path, args).await,
         Command::Status(args) => status::run(&config_path, args).await,

@@ -19,7 +19,8 @@ pub struct Args {
 
 pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let store = store::open(&config.storage)?;
-    let plan = retention::plan(store.as_ref(), &config.storage.prefix, &config.retention, chrono::Utc::now()).await?;
+    let plan =
+        retention::plan(store.as_ref(), &config.storage.prefix, &config.retention, chrono::Utc::now(), None).await?;
     if args.dry_run {
         if args.json {
             println!("{}", serde_json::json!({"dry_run": true, "plan": plan}));

@@ -31,7 +31,9 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let deep = if args.deep && report.is_ok() {
         let uri = config.verify.scratch_uri.clone().unwrap_or_else(|| config.mongodb.uri.clone());
         let client = mongo::connect(&MongoConfig { uri, ..config.mongodb.clone() }).await?;
-        let deep = verify::deep(store.as_ref(), prefix, &manifest, &client, DeepOptions::from_config(config)).await?;
+        let deep = verify::deep(store.as_ref(), prefix, &manifest, &client, DeepOptions::from_config(config)).await;
+        mongo::close(client).await;
+        let deep = deep?;
         problems.extend(deep.problems.iter().cloned());
         Some(deep)
     } else {

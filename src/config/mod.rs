@@ -142,6 +142,10 @@ pub struct BackupConfig {
     pub exclude: Vec<String>,
     /// Oplog capture.
     pub oplog: OplogMode,
+    /// A collection's cursor that returns nothing for this long fails the backup, naming the collection: the
+    /// driver has no socket timeout, and a hung server must not hang the agent for good.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for BackupConfig {
@@ -156,6 +160,7 @@ impl Default for BackupConfig {
             include: Vec::new(),
             exclude: Vec::new(),
             oplog: OplogMode::Auto,
+            stall_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -527,6 +532,7 @@ impl Config {
         check((1..=9).contains(&b.gzip_level), "backup.gzip_level must be 1..=9")?;
         check((1..=64).contains(&b.parallel_collections), "backup.parallel_collections must be 1..=64")?;
         check(b.batch_size > 0, "backup.batch_size must be positive")?;
+        check(b.stall_timeout >= Duration::from_secs(1), "backup.stall_timeout must be at least 1s (e.g. \"10m\")")?;
         check(self.restore.parallel_inserts > 0, "restore.parallel_inserts must be positive")?;
         check(self.restore.batch_size > 0, "restore.batch_size must be positive")?;
         check(!self.mongodb.uri.is_empty(), "mongodb.uri must be set")?;
@@ -605,6 +611,7 @@ mod tests {
         assert_eq!(config.storage.prefix, "mongodb");
         assert_eq!(config.retention.keep_hourly, 24);
         assert_eq!(config.retention.incomplete_grace, Duration::from_secs(86_400));
+        assert_eq!(config.backup.stall_timeout, Duration::from_secs(600));
         assert_eq!(config.daemon.socket, PathBuf::from(DEFAULT_SOCKET));
         assert!(config.notify.on_failure && !config.notify.on_success);
     }

@@ -148,7 +148,7 @@ async fn record_last_success(config: &Config, metrics: &Metrics) {
     let newest = async {
         let store = crate::store::open(&config.storage)?;
         let entries = crate::backup::list_backups(store.as_ref(), &config.storage.prefix).await?;
-        Ok::<_, Error>(entries.into_iter().rev().find_map(|e| e.manifest))
+        Ok::<_, Error>(entries.iter().rev().find_map(crate::backup::BackupEntry::trusted).cloned())
     };
     match newest.await {
         Ok(Some(manifest)) => metrics.set_last_success(manifest.finished_at),

@@ -147,9 +147,18 @@ impl Runner {
     async fn execute(self: Arc<Self>, running: Arc<RunningBackup>) {
         let settings = self.settings();
         let config = &settings.config;
+        // The run is a task of its own, so a panic in it (a bug) ends this run as failed and the daemon serves on.
+        let mut task = tokio::spawn({
+            let (config, running) = (settings.config.clone(), running.clone());
+            async move { back_up_and_maintain(&config, &running).await }
+        });
         let result = tokio::select! {
-            result = back_up_and_maintain(config, &running) => result.map_err(|e| (Outcome::Failed, e)),
+            joined = &mut task => match joined {
+                Ok(result) => result.map_err(|e| (Outcome::Failed, e)),
+                Err(e) => Err((Outcome::Failed, format!("internal error, the backup task {}", panic_text(e)))),
+            },
             () = running.cancel.cancelled() => {
+                task.abort();
                 Err((Outcome::Cancelled, "stopped by daemon shutdown; no backup was recorded".to_string()))
             }
         };
@@ -179,9 +188,29 @@ impl Runner {
     }
 }
 
+/// What a panicked or aborted task says, for the run's error.
+fn panic_text(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => {
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text payload".to_string());
+            format!("panicked: {text}")
+        }
+        Err(error) => format!("ended abnormally: {error}"),
+    }
+}
+
+/// Test-only failure injection, read from the environment of the daemon process: `panic` makes the run panic after
+/// the backup is stored, `corrupt-before-verify` damages the stored archive before the verification after it.
+/// Tests set it on the daemon child they start (`tests/daemon.rs`); nothing else does.
+const FAULT_ENV: &str = "MBA_TEST_FAULT";
+
 /// One backup, then what the config asks after a good one: verification, then retention. A backup that fails
-/// verification is reported as failed and prunes nothing, so a bad new backup never pushes out a good old one. A
-/// prune that fails is logged and does not fail the backup.
+/// verification is marked untrusted (see [`backup::mark_untrusted`]), reported as failed and prunes nothing, so a
+/// bad new backup never pushes out a good old one. A prune that fails is logged and does not fail the backup.
 async fn back_up_and_maintain(config: &Config, running: &RunningBackup) -> Result<Manifest, String> {
     let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(|e| e.to_string())?;
     let store = store::open(&config.storage).map_err(|e| Error::from(e).to_string())?;
@@ -189,24 +218,43 @@ async fn back_up_and_maintain(config: &Config, running: &RunningBackup) -> Resul
         .await
         .map_err(|e| e.to_string())?;
     let prefix = &config.storage.prefix;
+    let fault = std::env::var(FAULT_ENV).unwrap_or_default();
+    if fault == "panic" {
+        panic!("{FAULT_ENV}=panic: injected failure after backup {}", manifest.id);
+    }
     if config.verify.after_backup {
         running.progress.set_phase("verifying");
+        if fault == "corrupt-before-verify" {
+            let key = backup::archive_key(prefix, &manifest.id, manifest.compression);
+            let garbage: store::ByteStream = Box::pin(std::io::Cursor::new(b"injected damage".to_vec()));
+            store.put_stream(&key, garbage, &Default::default()).await.map_err(|e| e.to_string())?;
+        }
         let report = verify::verify(store.as_ref(), prefix, &manifest).await.map_err(|e| e.to_string())?;
         if !report.is_ok() {
             let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-            return Err(format!("stored, but verification failed: {}", problems.join("; ")));
+            let marked = match backup::mark_untrusted(store.as_ref(), prefix, &manifest.id, &problems).await {
+                Ok(()) => "marked untrusted: `latest`, retention and the last-success metric skip it".to_string(),
+                Err(e) => format!("and marking it untrusted failed too ({e}): do not restore it"),
+            };
+            return Err(format!(
+                "backup {} was stored but failed the verification after it, {marked}; problems: {}",
+                manifest.id,
+                problems.join("; ")
+            ));
         }
         log::info!(backup_id = manifest.id.as_str(); "backup {} verified: {} namespaces, {} documents", manifest.id, report.namespaces_checked, report.documents);
     }
     if config.retention.prune_after_backup {
         running.progress.set_phase("pruning");
-        prune(store.as_ref(), config).await;
+        prune(store.as_ref(), config, &manifest.id).await;
     }
     Ok(manifest)
 }
 
-async fn prune(store: &dyn ObjectStore, config: &Config) {
-    match retention::prune(store, &config.storage.prefix, &config.retention, chrono::Utc::now()).await {
+/// Retention after backup `current`, which this prune never deletes.
+async fn prune(store: &dyn ObjectStore, config: &Config, current: &BackupId) {
+    let now = chrono::Utc::now();
+    match retention::prune(store, &config.storage.prefix, &config.retention, now, Some(current)).await {
         Ok(report) if report.deleted_objects > 0 => log::info!(
             "retention: deleted {} backups and {} incomplete attempts ({} bytes freed)",
             report.plan.forget.len(),

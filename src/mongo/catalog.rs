@@ -42,12 +42,9 @@ pub fn is_backed_up(ns: &Namespace) -> bool {
 
 /// Whether `ns` exists: tells a collection dropped under a reader from a failed read.
 pub async fn collection_exists(client: &Client, ns: &Namespace) -> Result<bool> {
-    let names = client
-        .database(&ns.db)
-        .list_collection_names()
-        .filter(doc! {"name": &ns.collection})
-        .await
-        .map_err(Error::mongo(format!("checking whether {ns} exists")))?;
+    let db = client.database(&ns.db);
+    let list = db.list_collection_names().filter(doc! {"name": &ns.collection});
+    let names = super::bounded(&format!("checking whether {ns} exists"), list).await?;
     Ok(!names.is_empty())
 }
 
@@ -62,16 +59,14 @@ pub async fn list_collections(
     parallel: usize,
 ) -> Result<Vec<CollectionInfo>> {
     let mut selected = Vec::new();
-    let databases = client.list_database_names().await.map_err(Error::mongo("listing databases"))?;
+    let databases = super::bounded("listing databases", client.list_database_names()).await?;
     for db_name in databases {
         let db = client.database(&db_name);
-        let specs: Vec<Document> = db
-            .run_cursor_command(doc! {"listCollections": 1})
-            .await
-            .map_err(Error::mongo(format!("listing collections of {db_name}")))?
-            .try_collect()
-            .await
-            .map_err(Error::mongo(format!("listing collections of {db_name}")))?;
+        let specs: Vec<Document> = super::bounded(
+            &format!("listing collections of {db_name}"),
+            cursor_command(&db, doc! {"listCollections": 1}),
+        )
+        .await?;
         for spec in specs {
             let Ok(name) = spec.get_str("name") else { continue };
             let namespace = Namespace::new(&db_name, name);
@@ -104,17 +99,15 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     let indexes = if kind == CollectionKind::View {
         Vec::new()
     } else {
-        let listed = match db.run_cursor_command(doc! {"listIndexes": &source.collection}).await {
-            Ok(cursor) => cursor.try_collect().await,
-            Err(e) => Err(e),
-        };
-        match listed {
+        let list = cursor_command(&db, doc! {"listIndexes": &source.collection});
+        match super::bounded(&format!("listing indexes of {namespace}"), list).await {
             Ok(indexes) => indexes,
-            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) => {
+            Err(Error::Mongo { source, .. }) if matches!(&*source.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) =>
+            {
                 log::info!("{namespace} was dropped while the backup listed it; the oplog slice holds its drop");
                 return Ok(None);
             }
-            Err(e) => return Err(Error::Mongo { action: format!("listing indexes of {namespace}"), source: e }),
+            Err(e) => return Err(e),
         }
     };
     let uuid = match spec.get_document("info").ok().and_then(|i| i.get("uuid")) {
@@ -138,9 +131,16 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     }))
 }
 
-/// Size and count from collStats; a server that refuses it just loses largest-first ordering, not the backup.
+/// Every document a cursor command returns (listCollections, listIndexes), as one operation to bound.
+async fn cursor_command(db: &mongodb::Database, command: Document) -> mongodb::error::Result<Vec<Document>> {
+    db.run_cursor_command(command).await?.try_collect().await
+}
+
+/// Size and count from collStats; a server that refuses it (or does not answer in time) just loses largest-first
+/// ordering, not the backup.
 async fn size_of(client: &Client, ns: &Namespace) -> (u64, u64) {
-    let stats = client.database(&ns.db).run_command(doc! {"collStats": &ns.collection}).await;
+    let db = client.database(&ns.db);
+    let stats = super::bounded("collStats", db.run_command(doc! {"collStats": &ns.collection})).await;
     let number = |d: &Document, key: &str| match d.get(key) {
         Some(Bson::Int32(v)) => (*v).max(0) as u64,
         Some(Bson::Int64(v)) => (*v).max(0) as u64,

@@ -3,7 +3,7 @@
 use bson::{Document, doc};
 use mongodb::Client;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Fields of `usersInfo`/`rolesInfo` output that the server derives and `system.*` documents do not have.
 const DERIVED_FIELDS: &[&str] = &["mechanisms", "isBuiltin", "inheritedRoles", "inheritedPrivileges"];
@@ -11,11 +11,12 @@ const DERIVED_FIELDS: &[&str] = &["mechanisms", "isBuiltin", "inheritedRoles", "
 /// Every user with its credentials, in `admin.system.users` document form. Uses `usersInfo`, which works where
 /// `admin.system.users` is not readable directly.
 pub async fn users(client: &Client) -> Result<Vec<Document>> {
-    let reply = client
-        .database("admin")
-        .run_command(doc! {"usersInfo": {"forAllDBs": true}, "showCredentials": true})
-        .await
-        .map_err(Error::mongo("reading users with usersInfo (the backup user needs the backup role)"))?;
+    let admin = client.database("admin");
+    let reply = super::bounded(
+        "reading users with usersInfo (the backup user needs the backup role)",
+        admin.run_command(doc! {"usersInfo": {"forAllDBs": true}, "showCredentials": true}),
+    )
+    .await?;
     Ok(stored_form(reply.get_array("users").cloned().unwrap_or_default()))
 }
 
@@ -23,11 +24,12 @@ pub async fn users(client: &Client) -> Result<Vec<Document>> {
 pub async fn roles(client: &Client, databases: &[String]) -> Result<Vec<Document>> {
     let mut roles = Vec::new();
     for db in databases {
-        let reply = client
-            .database(db)
-            .run_command(doc! {"rolesInfo": 1, "showPrivileges": true})
-            .await
-            .map_err(Error::mongo(format!("reading roles of {db} with rolesInfo")))?;
+        let database = client.database(db);
+        let reply = super::bounded(
+            &format!("reading roles of {db} with rolesInfo"),
+            database.run_command(doc! {"rolesInfo": 1, "showPrivileges": true}),
+        )
+        .await?;
         roles.extend(stored_form(reply.get_array("roles").cloned().unwrap_or_default()));
     }
     Ok(roles)

@@ -8,4 +8,4 @@ pub mod policy;
 pub mod prune;
 
 pub use policy::{Decision, Rule};
-pub use prune::{Doomed, LeftAlone, PrunePlan, PruneReport, execute, plan, prune};
+pub use prune::{Doomed, LeftAlone, Partial, PrunePlan, PruneReport, execute, plan, prune};

@@ -27,6 +27,9 @@ pub enum Rule {
     Within,
     /// The newest complete backup, kept even when every rule is zero: prune never leaves a store without a backup.
     Newest,
+    /// The backup just made, whose prune this is: never deleted by its own prune, whatever the clocks say (a
+    /// backup dated in the future by a wrong clock would otherwise outrank it).
+    Current,
 }
 
 impl Rule {
@@ -40,6 +43,7 @@ impl Rule {
             Rule::Monthly => "monthly",
             Rule::Within => "within",
             Rule::Newest => "newest",
+            Rule::Current => "current",
         }
     }
 }
@@ -55,6 +59,8 @@ impl std::fmt::Display for Rule {
 pub struct Decision {
     /// The backup.
     pub id: BackupId,
+    /// When it started, as its manifest records: what the rules bucket and order by.
+    pub time: DateTime<Utc>,
     /// The rules that keep it, in [`Rule`] order; empty means the policy lets it go.
     pub reasons: BTreeSet<Rule>,
 }
@@ -86,23 +92,31 @@ const BUCKETS: [(Rule, Bucket); 4] = [
     (Rule::Monthly, |t| (t.year(), t.month(), 0, 0)),
 ];
 
-/// Applies `policy` to the complete backups `ids` (any order; each id carries its start time). Returns one decision
-/// per backup, oldest first. Walking from the newest backup back, a bucketed rule keeps a backup when it is the
-/// first (newest) one seen in its bucket and the rule still has slots; the newest backup is always kept.
-pub fn apply(policy: &RetentionConfig, ids: &[BackupId]) -> Vec<Decision> {
-    let mut newest_first: Vec<&BackupId> = ids.iter().collect();
-    newest_first.sort_by(|a, b| b.cmp(a));
-    let newest_time = newest_first.first().map(|id| id.time());
+/// Applies `policy` to the complete backups `backups` (any order), each with the start time its manifest records.
+/// Returns one decision per backup, oldest first by that time (then id). Walking from the newest backup back, a
+/// bucketed rule keeps a backup when it is the first (newest) one seen in its bucket and the rule still has slots;
+/// the newest backup is always kept, and so is `current` (the backup just made) when given.
+pub fn apply(
+    policy: &RetentionConfig,
+    backups: &[(BackupId, DateTime<Utc>)],
+    current: Option<&BackupId>,
+) -> Vec<Decision> {
+    let mut newest_first: Vec<(&BackupId, DateTime<Utc>)> = backups.iter().map(|(id, t)| (id, *t)).collect();
+    newest_first.sort_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+    let newest_time = newest_first.first().map(|(_, time)| *time);
     let mut left = [policy.keep_hourly, policy.keep_daily, policy.keep_weekly, policy.keep_monthly];
     let mut last_bucket: [Option<(i32, u32, u32, u32)>; 4] = [None; 4];
     let mut decisions: Vec<Decision> = newest_first
         .iter()
         .enumerate()
-        .map(|(index, id)| {
-            let time = id.time();
+        .map(|(index, (id, time))| {
+            let time = *time;
             let mut reasons = BTreeSet::new();
             if index == 0 {
                 reasons.insert(Rule::Newest);
+            }
+            if current == Some(*id) {
+                reasons.insert(Rule::Current);
             }
             if (index as u64) < u64::from(policy.keep_last) {
                 reasons.insert(Rule::Last);
@@ -120,7 +134,7 @@ pub fn apply(policy: &RetentionConfig, ids: &[BackupId]) -> Vec<Decision> {
             {
                 reasons.insert(Rule::Within);
             }
-            Decision { id: (*id).clone(), reasons }
+            Decision { id: (*id).clone(), time, reasons }
         })
         .collect();
     // "newest" only explains a backup no configured rule keeps; otherwise the real rules say it.
@@ -140,6 +154,11 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    /// Backups timed by their ids, as manifests written by a correct clock record them.
+    fn timed(ids: &[BackupId]) -> Vec<(BackupId, DateTime<Utc>)> {
+        ids.iter().map(|id| (id.clone(), id.time())).collect()
+    }
 
     fn id(t: DateTime<Utc>, suffix: u32) -> BackupId {
         BackupId::parse(&format!("{}-{suffix:06x}", t.format("%Y%m%dT%H%M%SZ"))).unwrap()
@@ -172,7 +191,7 @@ mod tests {
             .iter()
             .rev()
             .filter(|d| d.keep())
-            .map(|d| format!("{}: {}", d.id.time().format("%Y-%m-%d %H:%M"), d.class()))
+            .map(|d| format!("{}: {}", d.time.format("%Y-%m-%d %H:%M"), d.class()))
             .collect()
     }
 
@@ -180,7 +199,7 @@ mod tests {
     fn a_year_of_hourly_backups_with_the_defaults() {
         // 2025-01-01 00:00 .. 2025-12-31 23:00, 8760 backups; the newest is a Wednesday in ISO week 2026-W01.
         let ids = hourly("2025-01-01T00:00:00Z", 365 * 24, 0);
-        let decisions = apply(&RetentionConfig::default(), &ids);
+        let decisions = apply(&RetentionConfig::default(), &timed(&ids), None);
         assert_eq!(decisions.len(), 8760);
         let kept = kept(&decisions);
         // 24 hourly (Dec 31), + 6 daily (Dec 25..30 23:00), + 2 weekly (Dec 21 and Dec 14; Dec 28 is already a
@@ -271,7 +290,7 @@ mod tests {
             Case { name: "no backups, nothing to decide", ids: vec![], policy: policy(1, 1, 1, 1, 1), kept: vec![] },
         ];
         for case in cases {
-            let decisions = apply(&case.policy, &case.ids);
+            let decisions = apply(&case.policy, &timed(&case.ids), None);
             assert_eq!(decisions.len(), case.ids.len(), "{}", case.name);
             assert_eq!(kept(&decisions), case.kept, "{}", case.name);
         }
@@ -280,9 +299,33 @@ mod tests {
     #[test]
     fn input_order_does_not_matter() {
         let mut ids = hourly("2026-02-01T00:00:00Z", 72, 0);
-        let sorted = apply(&RetentionConfig::default(), &ids);
+        let sorted = apply(&RetentionConfig::default(), &timed(&ids), None);
         ids.reverse();
-        assert_eq!(apply(&RetentionConfig::default(), &ids), sorted);
+        assert_eq!(apply(&RetentionConfig::default(), &timed(&ids), None), sorted);
         assert_eq!(Utc.with_ymd_and_hms(2026, 2, 3, 23, 0, 0).unwrap(), sorted.last().unwrap().id.time());
+    }
+
+    #[test]
+    fn manifest_times_order_backups_not_ids() {
+        // The first backup's id came from a clock running a year fast; its manifest (and the others') record the
+        // real start times. By id it would be the newest and keep_last = 1 would keep it alone.
+        let skewed = id(at("2027-03-01T10:00:00Z"), 1);
+        let real = id(at("2026-03-01T11:00:00Z"), 2);
+        let backups = [(skewed.clone(), at("2026-03-01T10:00:00Z")), (real.clone(), at("2026-03-01T11:00:00Z"))];
+        let decisions = apply(&policy(1, 0, 0, 0, 0), &backups, None);
+        assert_eq!(decisions.iter().map(|d| &d.id).collect::<Vec<_>>(), [&skewed, &real], "oldest first by time");
+        assert_eq!(kept(&decisions), ["2026-03-01 11:00: last"]);
+    }
+
+    #[test]
+    fn the_current_backup_is_kept_whatever_outranks_it() {
+        // A backup dated in the future (wrong clock, manifest and id alike) takes the only slot; the one just made
+        // is still kept, as "current".
+        let future = id(at("2030-01-01T00:00:00Z"), 1);
+        let current = id(at("2026-03-01T11:00:00Z"), 2);
+        let backups = timed(&[future, current.clone()]);
+        assert_eq!(kept(&apply(&policy(1, 0, 0, 0, 0), &backups, None)), ["2030-01-01 00:00: last"]);
+        let decisions = apply(&policy(1, 0, 0, 0, 0), &backups, Some(&current));
+        assert_eq!(kept(&decisions), ["2030-01-01 00:00: last", "2026-03-01 11:00: current"]);
     }
 }

@@ -32,16 +32,30 @@ pub struct LeftAlone {
     pub reason: String,
 }
 
+/// A leftover of a write a crash interrupted (the filesystem store's `.name.partial-*`), past `incomplete_grace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Partial {
+    /// Its key.
+    pub key: String,
+    /// Bytes it takes.
+    pub bytes: u64,
+}
+
 /// What prune will do, decided before anything is deleted; `prune --dry-run` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PrunePlan {
-    /// Every complete backup with the policy's verdict, oldest first.
+    /// Every trusted complete backup with the policy's verdict, oldest first by the start time its manifest records.
     pub decisions: Vec<Decision>,
     /// Complete backups the policy lets go.
     pub forget: Vec<Doomed>,
     /// Incomplete attempts (no manifest) older than `incomplete_grace`.
     pub incomplete: Vec<Doomed>,
-    /// Incomplete attempts that stay: too young, or holding a manifest this agent cannot read.
+    /// Backups that failed the verification after them, older than `incomplete_grace`: failed attempts, kept only
+    /// that long for a look.
+    pub untrusted: Vec<Doomed>,
+    /// Partial files of interrupted writes older than `incomplete_grace`.
+    pub partials: Vec<Partial>,
+    /// Incomplete or untrusted attempts that stay: too young, or holding a manifest this agent cannot read.
     pub left_alone: Vec<LeftAlone>,
 }
 
@@ -58,9 +72,16 @@ pub struct PruneReport {
 
 impl PrunePlan {
     /// Plans over backup directories already listed (`list_backups`), judging incomplete attempts' age at `now`.
-    pub fn from_entries(entries: &[BackupEntry], policy: &RetentionConfig, now: DateTime<Utc>) -> Self {
-        let complete: Vec<BackupId> = entries.iter().filter(|e| e.is_complete()).map(|e| e.id.clone()).collect();
-        let decisions = policy::apply(policy, &complete);
+    /// `current` is the backup whose prune this is, if any: kept whatever the policy says.
+    pub fn from_entries(
+        entries: &[BackupEntry],
+        policy: &RetentionConfig,
+        now: DateTime<Utc>,
+        current: Option<&BackupId>,
+    ) -> Self {
+        let trusted: Vec<(BackupId, DateTime<Utc>)> =
+            entries.iter().filter(|e| e.trusted().is_some()).map(|e| (e.id.clone(), e.time())).collect();
+        let decisions = policy::apply(policy, &trusted, current);
         let by_id: HashMap<&BackupId, &BackupEntry> = entries.iter().map(|e| (&e.id, e)).collect();
         let doomed = |entry: &BackupEntry| {
             let mut keys: Vec<String> = entry.objects.iter().map(|o| o.key.clone()).collect();
@@ -71,10 +92,11 @@ impl PrunePlan {
             decisions.iter().filter(|d| !d.keep()).filter_map(|d| by_id.get(&d.id).copied()).map(doomed).collect();
         let grace = chrono::Duration::from_std(policy.incomplete_grace).unwrap_or(chrono::Duration::MAX);
         let mut incomplete = Vec::new();
+        let mut untrusted = Vec::new();
         let mut left_alone = Vec::new();
-        for entry in entries.iter().filter(|e| !e.is_complete()) {
+        for entry in entries.iter().filter(|e| e.trusted().is_none()) {
             // An unparsable manifest may be a newer agent's: never treat another version's backup as debris.
-            if entry.objects.iter().any(|o| is_manifest(&o.key)) {
+            if !entry.is_complete() && entry.objects.iter().any(|o| is_manifest(&o.key)) {
                 let reason = "its manifest cannot be read by this agent (newer version or damaged); remove it by hand \
                               if it is debris"
                     .to_string();
@@ -83,28 +105,38 @@ impl PrunePlan {
             }
             let touched = entry.objects.iter().map(|o| o.last_modified).max().unwrap_or_default();
             let age = now - touched.max(entry.id.time());
-            if age > grace {
-                incomplete.push(doomed(entry));
-            } else {
-                let reason = format!(
-                    "no manifest, {} old: may still be uploading; deleted once older than {}",
-                    whole_seconds(age),
-                    humantime::format_duration(policy.incomplete_grace)
-                );
-                left_alone.push(LeftAlone { id: entry.id.clone(), reason });
+            let grace_text = humantime::format_duration(policy.incomplete_grace);
+            match (age > grace, &entry.untrusted) {
+                (true, None) => incomplete.push(doomed(entry)),
+                (true, Some(_)) => untrusted.push(doomed(entry)),
+                (false, None) => {
+                    let reason = format!(
+                        "no manifest, {} old: may still be uploading; deleted once older than {grace_text}",
+                        whole_seconds(age)
+                    );
+                    left_alone.push(LeftAlone { id: entry.id.clone(), reason });
+                }
+                (false, Some(why)) => {
+                    let reason = format!("not trusted, {why}; deleted once older than {grace_text}");
+                    left_alone.push(LeftAlone { id: entry.id.clone(), reason });
+                }
             }
         }
-        PrunePlan { decisions, forget, incomplete, left_alone }
+        PrunePlan { decisions, forget, incomplete, untrusted, partials: Vec::new(), left_alone }
     }
 
-    /// The retention class of a backup for `list`: the rules keeping it ("hourly,daily"), "prune" when the policy
-    /// lets it go, "incomplete" for an attempt prune leaves alone and "prune" for one it deletes.
-    pub fn class_of(&self, id: &BackupId) -> String {
-        // Decisions come oldest first, that is sorted by id: a year of hourly backups lists without a quadratic scan.
-        if let Ok(found) = self.decisions.binary_search_by(|d| d.id.cmp(id)) {
+    /// The retention class of a listed backup for `list`: the rules keeping it ("hourly,daily"), "prune" when the
+    /// policy lets it go, "incomplete" or "untrusted" for an attempt prune leaves alone and "prune" for one it
+    /// deletes.
+    pub fn class_of(&self, entry: &BackupEntry) -> String {
+        // Decisions come oldest first by (time, id): a year of hourly backups lists without a quadratic scan.
+        let key = (entry.time(), &entry.id);
+        if let Ok(found) = self.decisions.binary_search_by(|d| (d.time, &d.id).cmp(&key)) {
             self.decisions[found].class()
-        } else if self.incomplete.iter().any(|d| &d.id == id) {
+        } else if self.incomplete.iter().chain(&self.untrusted).any(|d| d.id == entry.id) {
             "prune".to_string()
+        } else if entry.untrusted.is_some() {
+            "untrusted".to_string()
         } else {
             "incomplete".to_string()
         }
@@ -112,12 +144,17 @@ impl PrunePlan {
 
     /// Bytes the plan frees.
     pub fn bytes(&self) -> u64 {
-        self.forget.iter().chain(&self.incomplete).map(|d| d.bytes).sum()
+        self.doomed().map(|d| d.bytes).sum::<u64>() + self.partials.iter().map(|p| p.bytes).sum::<u64>()
     }
 
     /// Whether there is anything to delete.
     pub fn is_empty(&self) -> bool {
-        self.forget.is_empty() && self.incomplete.is_empty()
+        self.doomed().next().is_none() && self.partials.is_empty()
+    }
+
+    /// Every backup directory the plan deletes.
+    fn doomed(&self) -> impl Iterator<Item = &Doomed> {
+        self.forget.iter().chain(&self.incomplete).chain(&self.untrusted)
     }
 }
 
@@ -143,30 +180,53 @@ impl std::fmt::Display for PrunePlan {
         for doomed in self.incomplete.iter().rev() {
             writeln!(f, "delete  {}  {} (incomplete attempt past the grace period)", doomed.id, size(doomed.bytes))?;
         }
+        for doomed in self.untrusted.iter().rev() {
+            writeln!(f, "delete  {}  {} (failed verification, past the grace period)", doomed.id, size(doomed.bytes))?;
+        }
+        for partial in &self.partials {
+            writeln!(f, "delete  {}  {} (partial file of an interrupted write)", partial.key, size(partial.bytes))?;
+        }
         for left in self.left_alone.iter().rev() {
             writeln!(f, "leave   {}  ({})", left.id, left.reason)?;
         }
-        writeln!(
+        write!(
             f,
-            "summary: {} kept, {} deleted, {} incomplete deleted, {} left alone, {} freed",
+            "summary: {} kept, {} deleted, {} incomplete deleted, {} left alone",
             self.decisions.iter().filter(|d| d.keep()).count(),
             self.forget.len(),
             self.incomplete.len(),
             self.left_alone.len(),
-            size(self.bytes())
-        )
+        )?;
+        if !self.untrusted.is_empty() {
+            write!(f, ", {} untrusted deleted", self.untrusted.len())?;
+        }
+        if !self.partials.is_empty() {
+            write!(f, ", {} partial files deleted", self.partials.len())?;
+        }
+        writeln!(f, ", {} freed", size(self.bytes()))
     }
 }
 
-/// Lists the store and plans a prune of the backups under `prefix`; deletes nothing.
+/// Lists the store and plans a prune of the backups under `prefix`; deletes nothing. `current` is the backup just
+/// made when the daemon prunes after it: never deleted by this plan.
 pub async fn plan(
     store: &dyn ObjectStore,
     prefix: &str,
     policy: &RetentionConfig,
     now: DateTime<Utc>,
+    current: Option<&BackupId>,
 ) -> Result<PrunePlan> {
     let entries = list_backups(store, prefix).await?;
-    Ok(PrunePlan::from_entries(&entries, policy, now))
+    let mut plan = PrunePlan::from_entries(&entries, policy, now, current);
+    let grace = chrono::Duration::from_std(policy.incomplete_grace).unwrap_or(chrono::Duration::MAX);
+    plan.partials = store
+        .list_partial(&crate::store::join_key(prefix, ""))
+        .await?
+        .into_iter()
+        .filter(|o| now - o.last_modified > grace)
+        .map(|o| Partial { key: o.key, bytes: o.size })
+        .collect();
+    Ok(plan)
 }
 
 /// Carries out `plan`: for each backup, the manifest first and then the archive, so an interrupted prune leaves at
@@ -174,26 +234,32 @@ pub async fn plan(
 /// first failure; running prune again resumes, as deleting a missing object is not an error.
 pub async fn execute(store: &dyn ObjectStore, plan: PrunePlan) -> Result<PruneReport> {
     let mut deleted_objects = 0;
-    for doomed in plan.forget.iter().chain(&plan.incomplete) {
+    for doomed in plan.doomed() {
         for key in &doomed.keys {
             store.delete(key).await?;
             deleted_objects += 1;
         }
         log::info!("prune: deleted backup {} ({} bytes)", doomed.id, doomed.bytes);
     }
+    for partial in &plan.partials {
+        store.delete(&partial.key).await?;
+        deleted_objects += 1;
+        log::info!("prune: deleted {}, a partial file of an interrupted write ({} bytes)", partial.key, partial.bytes);
+    }
     let freed_bytes = plan.bytes();
     Ok(PruneReport { plan, deleted_objects, freed_bytes })
 }
 
-/// Plans and executes in one go: what the daemon calls after each successful backup when
+/// Plans and executes in one go: what the daemon calls after each successful backup (`current`) when
 /// `retention.prune_after_backup` is set.
 pub async fn prune(
     store: &dyn ObjectStore,
     prefix: &str,
     policy: &RetentionConfig,
     now: DateTime<Utc>,
+    current: Option<&BackupId>,
 ) -> Result<PruneReport> {
-    execute(store, plan(store, prefix, policy, now).await?).await
+    execute(store, plan(store, prefix, policy, now, current).await?).await
 }
 
 #[cfg(test)]
@@ -214,7 +280,7 @@ mod tests {
         if complete {
             objects.push(object(MANIFEST_NAME, 10));
         }
-        BackupEntry { id, manifest: None, objects }
+        BackupEntry { id, manifest: None, untrusted: None, objects }
     }
 
     #[test]
@@ -226,13 +292,13 @@ mod tests {
             entry("20260502T110000Z-cccccc", false, "2026-05-02T11:10:00Z"), // young: stays
         ];
         let policy = RetentionConfig { incomplete_grace: Duration::from_secs(24 * 3600), ..Default::default() };
-        let plan = PrunePlan::from_entries(&entries, &policy, now);
+        let plan = PrunePlan::from_entries(&entries, &policy, now, None);
         assert_eq!(plan.incomplete.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["20260501T100000Z-aaaaaa"]);
         assert_eq!(plan.left_alone.len(), 2);
         assert!(plan.left_alone[0].reason.contains("may still be uploading"), "{}", plan.left_alone[0].reason);
         assert_eq!(plan.bytes(), 1000);
-        assert_eq!(plan.class_of(&entries[0].id), "prune");
-        assert_eq!(plan.class_of(&entries[2].id), "incomplete");
+        assert_eq!(plan.class_of(&entries[0]), "prune");
+        assert_eq!(plan.class_of(&entries[2]), "incomplete");
     }
 
     #[test]
@@ -240,7 +306,7 @@ mod tests {
         let now: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
         // Has a manifest object but `manifest: None` (what list_backups gives for a manifest it cannot parse).
         let entries = [entry("20260501T100000Z-aaaaaa", true, "2026-05-01T10:30:00Z")];
-        let plan = PrunePlan::from_entries(&entries, &RetentionConfig::default(), now);
+        let plan = PrunePlan::from_entries(&entries, &RetentionConfig::default(), now, None);
         assert!(plan.is_empty(), "{plan}");
         assert!(plan.left_alone[0].reason.contains("cannot be read"), "{plan}");
     }
@@ -262,14 +328,14 @@ mod tests {
             keep_monthly: 0,
             ..Default::default()
         };
-        let plan = PrunePlan::from_entries(&entries, &policy, "2026-05-01T12:00:00Z".parse().unwrap());
+        let plan = PrunePlan::from_entries(&entries, &policy, "2026-05-01T12:00:00Z".parse().unwrap(), None);
         assert_eq!(plan.forget.len(), 1);
         let doomed = &plan.forget[0];
         assert_eq!(doomed.id, entries[0].id);
         assert_eq!(doomed.keys, ["p/20260501T100000Z-aaaaaa/manifest.json", "p/20260501T100000Z-aaaaaa/archive.zst"]);
         assert_eq!(doomed.bytes, 1010);
-        assert_eq!(plan.class_of(&entries[0].id), "prune");
-        assert_eq!(plan.class_of(&entries[1].id), "last");
+        assert_eq!(plan.class_of(&entries[0]), "prune");
+        assert_eq!(plan.class_of(&entries[1]), "last");
         let text = plan.to_string();
         assert!(text.contains("keep    20260501T110000Z-bbbbbb  (last)"), "{text}");
         assert!(text.contains("delete  20260501T100000Z-aaaaaa"), "{text}");

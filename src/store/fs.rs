@@ -33,14 +33,72 @@ impl FilesystemStore {
         StoreError::Io { operation, store: self.describe(), key: key.to_string(), source }
     }
 
-    /// Creates the parent directory and a temporary file beside `path`, removed again unless kept.
+    /// Creates the parent directory and a temporary file beside `path`, removed again unless kept. Objects are
+    /// mode 0600 whatever the umask: a backup holds the whole database, users and password hashes included.
     async fn temp_beside(&self, path: &Path, key: &str) -> Result<(TempFile, tokio::fs::File), StoreError> {
         let parent = path.parent().unwrap_or(&self.root);
-        tokio::fs::create_dir_all(parent).await.map_err(|e| self.io_error("write", key, e))?;
+        self.create_dirs(parent).await.map_err(|e| self.io_error("write", key, e))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         let temp = TempFile(parent.join(format!(".{name}{PARTIAL_MARKER}{:016x}", rand::random::<u64>())));
-        let file = tokio::fs::File::create_new(&temp.0).await.map_err(|e| self.io_error("write", key, e))?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp.0)
+            .await
+            .map_err(|e| self.io_error("write", key, e))?;
         Ok((temp, file))
+    }
+
+    /// Creates `dir` and its missing ancestors, and fsyncs each new directory's entry into its parent: without
+    /// that, a power cut after the manifest's fsync could still lose the whole new backup directory.
+    async fn create_dirs(&self, dir: &Path) -> std::io::Result<()> {
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+        tokio::fs::create_dir_all(dir).await?;
+        for created in missing.iter().rev() {
+            if let Some(parent) = created.parent() {
+                sync_dir(parent).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a file name is a temporary file of an unfinished write.
+    fn is_partial(key: &str) -> bool {
+        key.rsplit('/').next().is_some_and(|n| n.starts_with('.') && n.contains(PARTIAL_MARKER))
+    }
+
+    /// Every file under the root whose key starts with `prefix`, partial ones included.
+    async fn walk(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut found = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io_error("list", prefix, e)),
+            };
+            while let Some(entry) = entries.next_entry().await.map_err(|e| self.io_error("list", prefix, e))? {
+                let meta = match entry.metadata().await {
+                    Ok(meta) => meta,
+                    // A temporary file renamed or removed by a write finishing meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.io_error("list", prefix, e)),
+                };
+                let path = entry.path();
+                if meta.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let Some(key) = path.strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else { continue };
+                if key.starts_with(prefix) {
+                    let modified = meta.modified().map_err(|e| self.io_error("list", key, e))?;
+                    found.push(ObjectInfo { key: key.to_string(), size: meta.len(), last_modified: modified.into() });
+                }
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
     }
 }
 
@@ -91,31 +149,14 @@ impl ObjectStore for FilesystemStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut found = Vec::new();
-        let mut pending = vec![self.root.clone()];
-        while let Some(dir) = pending.pop() {
-            let mut entries = match tokio::fs::read_dir(&dir).await {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.io_error("list", prefix, e)),
-            };
-            while let Some(entry) = entries.next_entry().await.map_err(|e| self.io_error("list", prefix, e))? {
-                let meta = entry.metadata().await.map_err(|e| self.io_error("list", prefix, e))?;
-                let path = entry.path();
-                if meta.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                let Some(key) = path.strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else { continue };
-                let in_progress =
-                    key.rsplit('/').next().is_some_and(|n| n.starts_with('.') && n.contains(PARTIAL_MARKER));
-                if key.starts_with(prefix) && !in_progress {
-                    let modified = meta.modified().map_err(|e| self.io_error("list", key, e))?;
-                    found.push(ObjectInfo { key: key.to_string(), size: meta.len(), last_modified: modified.into() });
-                }
-            }
-        }
-        found.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut found = self.walk(prefix).await?;
+        found.retain(|o| !Self::is_partial(&o.key));
+        Ok(found)
+    }
+
+    async fn list_partial(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut found = self.walk(prefix).await?;
+        found.retain(|o| Self::is_partial(&o.key));
         Ok(found)
     }
 

@@ -114,6 +114,15 @@ pub trait ObjectStore: Send + Sync {
     /// be overwritten.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError>;
 
+    /// Leftovers of writes a crash interrupted under `prefix`, which [`ObjectStore::list`] hides (the filesystem
+    /// store's `.name.partial-*` files); prune deletes those older than `incomplete_grace` with
+    /// [`ObjectStore::delete`]. Backends whose interrupted writes leave nothing visible (Azure discards uncommitted
+    /// blocks itself) have none.
+    async fn list_partial(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
+
     /// Reads a small object whole (manifests).
     async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let mut stream = self.get_stream(key).await?;

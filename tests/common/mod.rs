@@ -137,8 +137,28 @@ pub fn own_server(dir: &std::path::Path) -> (std::process::Child, String) {
 
 /// [`own_server`] with extra SecantusDB flags (e.g. a small oplog).
 pub fn own_server_with(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
-    let bin = std::env::var("MBA_SECANTUSD").expect("MBA_SECANTUSD is set by tests/harness/with-services.sh");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    own_server_on(dir, port, extra)
+}
+
+/// A server of our own that requires authentication, with user `backup` (role root) whose password is
+/// `password`. Returns the child and a URI with the user but no password.
+pub async fn own_auth_server(dir: &std::path::Path, password: &str) -> (std::process::Child, String) {
+    let (mut child, uri) = own_server(dir);
+    let client = Client::with_uri_str(&uri).await.unwrap();
+    let create = doc! {"createUser": "backup", "pwd": password, "roles": [{"role": "root", "db": "admin"}]};
+    client.database("admin").run_command(create).await.unwrap();
+    client.shutdown().await;
+    // SIGTERM, not SIGKILL: the server checkpoints the new user on a clean shutdown.
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    let port: u16 = uri.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let (child, uri) = own_server_on(dir, port, &["--auth"]);
+    (child, uri.replacen("mongodb://", "mongodb://backup@", 1) + "&authSource=admin")
+}
+
+fn own_server_on(dir: &std::path::Path, port: u16, extra: &[&str]) -> (std::process::Child, String) {
+    let bin = std::env::var("MBA_SECANTUSD").expect("MBA_SECANTUSD is set by tests/harness/with-services.sh");
     let child = std::process::Command::new(bin)
         .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--storage-path"])
         .arg(dir)
