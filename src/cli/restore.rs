@@ -97,7 +97,9 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         batch_size: config.restore.batch_size,
     };
     let started = std::time::Instant::now();
-    let report = restore::restore(input, &client, &options).await?;
+    let restored = restore::restore(input, &client, &options).await;
+    mongo::close(client).await;
+    let report = restored?;
     if args.dry_run {
         print!("{}", report.plan);
         eprintln!("dry run: nothing was changed");

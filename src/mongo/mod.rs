@@ -11,5 +11,6 @@ pub use catalog::{CollectionInfo, collection_exists, is_backed_up, list_collecti
 pub use client::{OPERATION_TIMEOUT, ServerInfo, bounded, close, connect, server_info};
 // Backup selects collections with the filter that restore applies to an archive's namespaces.
 pub use crate::archive::NamespaceFilter;
+pub(crate) use reader::within_stall_limit;
 pub use reader::{BLOCK_TARGET_BYTES, DocumentBatch, bounded_batch_size, next_batch, open_cursor, set_stall_timeout};
 pub use uri::{SafeUri, describe};

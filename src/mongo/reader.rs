@@ -42,7 +42,7 @@ pub async fn open_cursor(client: &Client, ns: &Namespace, batch_size: u32) -> Re
 }
 
 /// Awaits one read, failing with [`Error::Stalled`] naming `what` after the stall timeout.
-async fn within_stall_limit<T>(
+pub(crate) async fn within_stall_limit<T>(
     what: &str,
     read: impl std::future::Future<Output = mongodb::error::Result<T>>,
 ) -> Result<T> {

@@ -7,6 +7,7 @@
 //! window's start: the oplog is pruned oldest first, so then nothing of the slice was pruned before it was read.
 
 use std::collections::HashSet;
+use std::future::IntoFuture;
 
 use bson::{Document, RawDocumentBuf, Timestamp, doc};
 use mongodb::{Client, Cursor};
@@ -15,7 +16,7 @@ use super::capture::SliceFilter;
 use super::window::{WindowStart, format_ts};
 use crate::archive::{Namespace, NamespaceFilter};
 use crate::error::{Error, Result};
-use crate::mongo::{BLOCK_TARGET_BYTES, DocumentBatch};
+use crate::mongo::{BLOCK_TARGET_BYTES, DocumentBatch, bounded, within_stall_limit};
 
 /// A slice being read.
 pub struct Slice<'a> {
@@ -34,10 +35,9 @@ impl<'a> Slice<'a> {
         listed: &'a HashSet<Namespace>,
     ) -> Result<Slice<'a>> {
         let lower = if start.inclusive { "$gte" } else { "$gt" };
-        let cursor = oplog(client)
-            .find(doc! {"ts": {lower: start.ts, "$lte": end}})
-            .await
-            .map_err(Error::mongo("reading the oplog slice"))?;
+        let oplog = oplog(client);
+        let find = oplog.find(doc! {"ts": {lower: start.ts, "$lte": end}});
+        let cursor = within_stall_limit("reading the oplog slice", find.into_future()).await?;
         Ok(Slice { cursor, filter: SliceFilter::new(filter, listed), last: None })
     }
 
@@ -45,7 +45,7 @@ impl<'a> Slice<'a> {
     pub async fn next_batch(&mut self) -> Result<Option<DocumentBatch>> {
         let mut batch = DocumentBatch::default();
         while batch.bytes.len() < BLOCK_TARGET_BYTES
-            && self.cursor.advance().await.map_err(Error::mongo("reading the oplog slice"))?
+            && within_stall_limit("reading the oplog slice", self.cursor.advance()).await?
         {
             let entry = Document::try_from(self.cursor.current())
                 .map_err(|e| Error::Refused(format!("the oplog holds an entry that is not valid BSON: {e}")))?;
@@ -74,12 +74,9 @@ pub async fn check_not_rolled_over(
     start: WindowStart,
     dump_started: std::time::Instant,
 ) -> Result<()> {
-    let oldest = oplog(client)
-        .find_one(doc! {})
-        .projection(doc! {"ts": 1})
-        .await
-        .map_err(Error::mongo("reading the oldest oplog entry"))?
-        .and_then(|d| d.get_timestamp("ts").ok());
+    let oplog = oplog(client);
+    let find = oplog.find_one(doc! {}).projection(doc! {"ts": 1});
+    let oldest = bounded("reading the oldest oplog entry", find).await?.and_then(|d| d.get_timestamp("ts").ok());
     match oldest {
         Some(oldest) if oldest <= start.ts => Ok(()),
         oldest => Err(Error::Refused(format!(

@@ -15,6 +15,7 @@ use bson::{Bson, Document, Timestamp, doc};
 use mongodb::Client;
 
 use crate::error::{Error, Result};
+use crate::mongo::bounded;
 
 /// How long the end waits for the majority commit point to reach the last write.
 const MAJORITY_WAIT: Duration = Duration::from_secs(60);
@@ -73,16 +74,17 @@ pub fn format_ts(ts: Timestamp) -> String {
 
 async fn position(client: &Client) -> Result<Position> {
     let admin = client.database("admin");
-    let hello: Document = admin.run_command(doc! {"hello": 1}).await.map_err(Error::mongo("running hello"))?;
+    let hello: Document = bounded("running hello", admin.run_command(doc! {"hello": 1})).await?;
     let last_write = hello.get_document("lastWrite").ok();
     let ts_at = |d: Option<&Document>, key: &str| d.and_then(|d| optime_ts(d.get(key)?));
     if let (Some(applied), Some(majority)) = (ts_at(last_write, "opTime"), ts_at(last_write, "majorityOpTime")) {
         return Ok(Position { applied, majority });
     }
-    let status: Document = admin
-        .run_command(doc! {"replSetGetStatus": 1})
-        .await
-        .map_err(Error::mongo("running replSetGetStatus (hello reports no lastWrite)"))?;
+    let status: Document = bounded(
+        "running replSetGetStatus (hello reports no lastWrite)",
+        admin.run_command(doc! {"replSetGetStatus": 1}),
+    )
+    .await?;
     let optimes = status.get_document("optimes").ok();
     match (ts_at(optimes, "appliedOpTime"), ts_at(optimes, "lastCommittedOpTime")) {
         (Some(applied), Some(majority)) => Ok(Position { applied, majority }),
@@ -106,14 +108,11 @@ fn optime_ts(optime: &Bson) -> Option<Timestamp> {
 /// First entry of the oldest transaction still open (prepared or in progress). An error here fails the backup: a
 /// slice that starts after an open transaction's first entry cannot replay that transaction.
 async fn oldest_open_transaction(client: &Client) -> Result<Option<Timestamp>> {
-    let found = client
-        .database("config")
-        .collection::<Document>("transactions")
+    let transactions = client.database("config").collection::<Document>("transactions");
+    let find = transactions
         .find_one(doc! {"state": {"$in": ["prepared", "inProgress"]}, "startOpTime.ts": {"$exists": true}})
-        .sort(doc! {"startOpTime.ts": 1})
-        .await
-        .map_err(Error::mongo(
-            "reading open transactions from config.transactions (does the backup user have read on config?)",
-        ))?;
+        .sort(doc! {"startOpTime.ts": 1});
+    let what = "reading open transactions from config.transactions (does the backup user have read on config?)";
+    let found = bounded(what, find).await?;
     Ok(found.and_then(|d| d.get_document("startOpTime").ok()?.get_timestamp("ts").ok()))
 }
