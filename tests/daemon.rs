@@ -342,7 +342,10 @@ async fn sighup_mid_backup_lets_it_finish_and_the_next_backup_takes_the_new_conf
     let (code, out, err) = output(first);
     assert_eq!(code, 0, "{err}\nlog:\n{}", daemon.log());
     let finished = events(&out).pop().unwrap();
-    assert_eq!((&finished["report"]["id"], &finished["report"]["outcome"]), (&running.clone().into(), &"success".into()));
+    assert_eq!(
+        (&finished["report"]["id"], &finished["report"]["outcome"]),
+        (&running.clone().into(), &"success".into())
+    );
     assert_eq!(daemon.manifest(&running)["compression"], "zstd", "the running backup changed config midway");
 
     let (code, out, err) = daemon.cli(&["run-now", "--json"]);

@@ -80,7 +80,11 @@ pub(super) fn restart_pending(shared: &Shared, why: &str) {
 /// Called once the daemon stopped accepting connections for a restart: a client accepted just before may still have
 /// started a backup, which finishes rather than being cancelled. A shutdown signal meanwhile wins (the backup is then
 /// cancelled as on any stop).
-pub(super) async fn finish_then_restart(shared: &Shared, signals: &mut mpsc::UnboundedReceiver<Signal>, why: &str) -> Exit {
+pub(super) async fn finish_then_restart(
+    shared: &Shared,
+    signals: &mut mpsc::UnboundedReceiver<Signal>,
+    why: &str,
+) -> Exit {
     while let Some(running) = shared.runner.running() {
         tokio::select! {
             _ = running.finished() => {}
@@ -104,7 +108,8 @@ mod tests {
     #[test]
     fn only_what_is_bound_at_startup_needs_a_restart() {
         let old = parse("");
-        let live = parse("[backup]\ncompression = \"gzip\"\n[retention]\nkeep_last = 3\n[schedule]\ncron = \"0 * * * *\"\n");
+        let live =
+            parse("[backup]\ncompression = \"gzip\"\n[retention]\nkeep_last = 3\n[schedule]\ncron = \"0 * * * *\"\n");
         assert!(restart_only_changes(&old, &live).is_empty());
         let bound = parse(
             "[daemon]\nsocket = \"/run/x/control.sock\"\nsocket_group = \"ops\"\n\
