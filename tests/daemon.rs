@@ -324,18 +324,26 @@ async fn sighup_with_a_broken_config_keeps_the_old_one() {
     assert!(status["next_scheduled"].as_str().unwrap().contains("T03:00:00"), "{out}");
 }
 
-#[tokio::test]
-async fn sighup_mid_backup_lets_it_finish_and_the_next_backup_takes_the_new_config() {
+/// Starts a daemon over a slow data set and a backup with `run-now ARGS`; once that is dumping, rewrites the config
+/// with `extra` (under `[backup]`) and sends SIGHUP. Returns the temp dir, the daemon, the `run-now` child and the
+/// running backup's id.
+async fn reload_mid_backup(name: &str, run_now: &[&str], extra: &str) -> (tempfile::TempDir, Daemon, Child, String) {
     let dir = tempfile::tempdir().unwrap();
-    let db = unique("daemon_hup_mid");
+    let db = unique(name);
     seed_slow(&client().await, &db).await;
     let include = [format!("{db}.*")];
-    let mut daemon = Daemon::start(dir.path(), &uri(), &include, SLOW);
-
-    let first = daemon.spawn_cli(&["run-now", "--json"]);
+    let daemon = Daemon::start(dir.path(), &uri(), &include, SLOW);
+    let kick = daemon.spawn_cli(run_now);
     let running = daemon.wait_backing_up();
-    std::fs::write(&daemon.config, config_text(dir.path(), &uri(), &include, "compression = \"gzip\"\n")).unwrap();
+    std::fs::write(&daemon.config, config_text(dir.path(), &uri(), &include, extra)).unwrap();
     daemon.signal("HUP");
+    (dir, daemon, kick, running)
+}
+
+#[tokio::test]
+async fn sighup_mid_backup_lets_it_finish_and_the_next_backup_takes_the_new_config() {
+    let (_dir, mut daemon, first, running) =
+        reload_mid_backup("daemon_hup_mid", &["run-now", "--json"], "compression = \"gzip\"\n").await;
     daemon.wait_log("reloaded");
     assert!(daemon.cli(&["status", "--json"]).1.contains(&running), "the reload ended the running backup");
 
@@ -358,17 +366,8 @@ async fn sighup_mid_backup_lets_it_finish_and_the_next_backup_takes_the_new_conf
 
 #[tokio::test]
 async fn a_reload_that_moves_the_metrics_listener_restarts_once_the_running_backup_is_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = unique("daemon_hup_restart");
-    seed_slow(&client().await, &db).await;
-    let include = [format!("{db}.*")];
-    let mut daemon = Daemon::start(dir.path(), &uri(), &include, SLOW);
-
-    let kick = daemon.spawn_cli(&["run-now"]);
-    let running = daemon.wait_backing_up();
     let moved = format!("{SLOW}[metrics]\nlisten = \"127.0.0.1:9\"\n");
-    std::fs::write(&daemon.config, config_text(dir.path(), &uri(), &include, &moved)).unwrap();
-    daemon.signal("HUP");
+    let (_dir, mut daemon, kick, running) = reload_mid_backup("daemon_hup_restart", &["run-now"], &moved).await;
     daemon.wait_log("metrics.listen changed: restarting once backup");
     assert!(daemon.child.try_wait().unwrap().is_none(), "exited while the backup ran:\n{}", daemon.log());
 
