@@ -387,6 +387,13 @@ json.dump(v, open(sys.argv[1], "w"), indent=1)
 PY
 }
 agent() { vm_ssh root systemctl show -P "$1" mongo-backup-agent; }
+wait_restarted() { # wait_restarted OLD_PID: waits until the agent restarted itself (exit 75, then RestartSec=10s)
+    for _ in $(seq 1 150); do
+        [[ $(agent MainPID) != "$1" && $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] && return
+        sleep 0.2
+    done
+    die "the agent (PID $1) did not restart: $(vm_ssh root systemctl status --no-pager mongo-backup-agent)"
+}
 
 step "a config change through the role during a backup reloads the agent; the backup completes"
 main_pid=$(agent MainPID)
@@ -420,13 +427,9 @@ kick_until_uploading restart
 set_var mongo_backup_agent_metrics "{\"listen\": \"127.0.0.1:$metrics_port\"}"
 playbook relisten
 kick_result restart
-for _ in $(seq 1 150); do
-    [[ $(agent MainPID) != "$main_pid" && $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] && break
-    sleep 0.2
-done
+wait_restarted "$main_pid"
 new_pid=$(agent MainPID)
-[[ $new_pid != "$main_pid" && $(agent NRestarts) == $((restarts + 1)) ]] \
-    || die "no restart after the backup (PID $new_pid, NRestarts $(agent NRestarts))"
+[[ $(agent NRestarts) == $((restarts + 1)) ]] || die "NRestarts $(agent NRestarts), want $((restarts + 1))"
 vm_ssh root journalctl -u mongo-backup-agent --no-pager -o cat >"$RUN/journal-relisten.log"
 grep -q "metrics.listen changed: restarting once backup $kick_id finishes" "$RUN/journal-relisten.log" \
     || die "the agent did not say it waits for $kick_id"
@@ -479,7 +482,10 @@ ok "second run changed=0, check mode changed=0; no watchdog timeout, no restart"
 
 # ---------------------------------------------------------------------------------------------------------------
 step "secrets without LoadCredential= (how systemd 237 on Ubuntu 18.04 gets them) work too"
+main_pid=$(agent MainPID)
 playbook directory-credentials -e mongo_backup_agent_credentials=directory
+# A new drop-in needs a new process: the agent, idle, restarts itself at once.
+wait_restarted "$main_pid"
 vm_ssh root grep -qx 'Environment=CREDENTIALS_DIRECTORY=/etc/mongo-backup-agent/credentials' \
     /etc/systemd/system/mongo-backup-agent.service.d/ansible.conf || die "drop-in does not point at the directory"
 [[ $(vm_ssh root stat -c '%a %U %G' /etc/mongo-backup-agent/credentials/azure-connection-string) == "640 root mongo-backup-agent" ]] \
