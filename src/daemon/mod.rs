@@ -142,13 +142,9 @@ pub async fn run(
             },
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => if let Some(why) = reload::reload(&shared) {
-                    reload::restart_pending(&shared, &why);
-                    restart = Some(why);
+                    restart = Some(reload::restart_pending(&shared, why));
                 },
-                Some(Signal::Restart) => {
-                    reload::restart_pending(&shared, "restart requested");
-                    restart = Some("restart requested".to_string());
-                }
+                Some(Signal::Restart) => restart = Some(reload::restart_pending(&shared, "restart requested".into())),
                 Some(Signal::Shutdown) | None => {
                     restart = None;
                     break;

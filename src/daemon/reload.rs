@@ -69,12 +69,13 @@ fn binary_replaced() -> bool {
     std::fs::read_link("/proc/self/exe").is_ok_and(|exe| exe.to_string_lossy().ends_with(" (deleted)"))
 }
 
-/// Logs that a restart waits for the running backup, if one runs.
-pub(super) fn restart_pending(shared: &Shared, why: &str) {
+/// Logs that a restart waits for the running backup, if one runs; returns `why`.
+pub(super) fn restart_pending(shared: &Shared, why: String) -> String {
     match shared.runner.running() {
         Some(running) => log::info!("{why}: restarting once backup {} finishes", running.id),
         None => log::info!("{why}: restarting now, no backup is running"),
     }
+    why
 }
 
 /// Called once the daemon stopped accepting connections for a restart: a client accepted just before may still have
