@@ -36,8 +36,12 @@ impl Daemon {
     }
 
     fn spawn(dir: &Path, config: &Path, socket: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_binary(Path::new(BIN), dir, config, socket, env)
+    }
+
+    fn spawn_binary(bin: &Path, dir: &Path, config: &Path, socket: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin)
             .args(["--config", config.to_str().unwrap(), "serve"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -107,6 +111,22 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("no backup reached the dumping phase; log:\n{}", self.log());
+    }
+
+    /// Waits until the daemon's log contains `text`.
+    fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?} in the log within 20 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The manifest of backup `id`, parsed.
+    fn manifest(&self, id: &str) -> serde_json::Value {
+        let path = self.manifests().into_iter().find(|m| m.parent().unwrap().ends_with(id));
+        let path = path.unwrap_or_else(|| panic!("no manifest for {id}: {:?}", self.manifests()));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
     fn log(&self) -> String {
@@ -308,6 +328,92 @@ async fn sighup_with_a_broken_config_keeps_the_old_one() {
     let (_, out, _) = daemon.cli(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(status["next_scheduled"].as_str().unwrap().contains("T03:00:00"), "{out}");
+}
+
+/// Starts a daemon over a slow data set and a backup with `run-now ARGS`; once that is dumping, rewrites the config
+/// with `extra` (under `[backup]`) and sends SIGHUP. Returns the temp dir, the daemon, the `run-now` child and the
+/// running backup's id.
+async fn reload_mid_backup(name: &str, run_now: &[&str], extra: &str) -> (tempfile::TempDir, Daemon, Child, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique(name);
+    seed_slow(&client().await, &db).await;
+    let include = [format!("{db}.*")];
+    let daemon = Daemon::start(dir.path(), &uri(), &include, SLOW);
+    let kick = daemon.spawn_cli(run_now);
+    let running = daemon.wait_backing_up();
+    std::fs::write(&daemon.config, config_text(dir.path(), &uri(), &include, extra)).unwrap();
+    daemon.signal("HUP");
+    (dir, daemon, kick, running)
+}
+
+#[tokio::test]
+async fn sighup_mid_backup_lets_it_finish_and_the_next_backup_takes_the_new_config() {
+    let (_dir, mut daemon, first, running) =
+        reload_mid_backup("daemon_hup_mid", &["run-now", "--json"], "compression = \"gzip\"\n").await;
+    daemon.wait_log("reloaded");
+    assert!(daemon.cli(&["status", "--json"]).1.contains(&running), "the reload ended the running backup");
+
+    let (code, out, err) = output(first);
+    assert_eq!(code, 0, "{err}\nlog:\n{}", daemon.log());
+    let finished = events(&out).pop().unwrap();
+    assert_eq!(
+        (&finished["report"]["id"], &finished["report"]["outcome"]),
+        (&running.clone().into(), &"success".into())
+    );
+    assert_eq!(daemon.manifest(&running)["compression"], "zstd", "the running backup changed config midway");
+
+    let (code, out, err) = daemon.cli(&["run-now", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let second = events(&out).pop().unwrap()["report"]["id"].as_str().unwrap().to_string();
+    assert_eq!(daemon.manifest(&second)["compression"], "gzip", "the next backup did not take the new config");
+    assert!(daemon.child.try_wait().unwrap().is_none(), "the reload ended the daemon");
+    assert!(!daemon.log().contains("cancel"), "{}", daemon.log());
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_the_metrics_listener_restarts_once_the_running_backup_is_done() {
+    let moved = format!("{SLOW}[metrics]\nlisten = \"127.0.0.1:9\"\n");
+    let (_dir, mut daemon, kick, running) = reload_mid_backup("daemon_hup_restart", &["run-now"], &moved).await;
+    daemon.wait_log("metrics.listen changed: restarting once backup");
+    assert!(daemon.child.try_wait().unwrap().is_none(), "exited while the backup ran:\n{}", daemon.log());
+
+    let (code, _, err) = output(kick);
+    assert_eq!(code, 0, "the backup did not survive the reload: {err}\nlog:\n{}", daemon.log());
+    daemon.manifest(&running);
+    let (code, _) = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, mongo_backup_agent::daemon::EXIT_RESTART, "log:\n{}", daemon.log());
+    assert!(!daemon.socket.exists(), "the socket file was left behind");
+}
+
+#[tokio::test]
+async fn a_replaced_binary_or_sigusr2_restarts_an_idle_daemon_at_once() {
+    // A package upgrade renames a new file over the running binary, then reloads.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("mongo-backup-agent");
+    std::fs::copy(BIN, &bin).unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text(dir.path(), &uri(), &[], "")).unwrap();
+    let mut daemon = Daemon::spawn_binary(&bin, dir.path(), &config, &socket, &[]);
+    daemon.wait_ready();
+    daemon.signal("HUP");
+    daemon.wait_log("reloaded");
+    assert!(daemon.child.try_wait().unwrap().is_none(), "a plain reload ended the daemon:\n{}", daemon.log());
+    let new = dir.path().join("mongo-backup-agent.new");
+    std::fs::copy(BIN, &new).unwrap();
+    std::fs::rename(&new, &bin).unwrap();
+    daemon.signal("HUP");
+    let (code, took) = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, mongo_backup_agent::daemon::EXIT_RESTART, "log:\n{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(daemon.log().contains("the binary changed"), "{}", daemon.log());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), &uri(), &[], "");
+    daemon.signal("USR2");
+    let (code, _) = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, mongo_backup_agent::daemon::EXIT_RESTART, "log:\n{}", daemon.log());
+    assert!(daemon.log().contains("restart requested"), "{}", daemon.log());
 }
 
 #[tokio::test]

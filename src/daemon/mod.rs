@@ -4,6 +4,7 @@
 pub mod client;
 mod handlers;
 pub mod protocol;
+mod reload;
 mod runner;
 mod socket;
 mod systemd;
@@ -17,6 +18,7 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use reload::{EXIT_RESTART, restart_only_changes};
 pub use runner::{Runner, RunningBackup};
 pub use socket::{Access, SocketError, bind};
 
@@ -31,6 +33,17 @@ pub enum Signal {
     Shutdown,
     /// SIGHUP: re-read the config; a bad one is refused and the old one kept.
     Reload,
+    /// SIGUSR2: restart once no backup runs (a new binary, unit or credentials), see [`EXIT_RESTART`].
+    Restart,
+}
+
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop: exit 0.
+    Stopped,
+    /// Idle with a restart pending: exit [`EXIT_RESTART`] so systemd starts a fresh process.
+    Restart,
 }
 
 /// How long shutdown waits for a cancelled backup to unwind before exiting anyway; inside the unit's
@@ -85,15 +98,16 @@ pub async fn wait_for_mongodb(config: &Config) -> Result<String> {
     }
 }
 
-/// Serves `listener` until a [`Signal::Shutdown`] arrives (or the signal channel closes). The caller binds the
-/// socket (see [`bind`]) and checks MongoDB first, so tests can run the daemon in-process on a temp dir.
+/// Serves `listener` until a [`Signal::Shutdown`] arrives (or the signal channel closes), or a restart is pending
+/// and no backup runs. The caller binds the socket (see [`bind`]) and checks MongoDB first, so tests can run the
+/// daemon in-process on a temp dir.
 pub async fn run(
     config_path: PathBuf,
     config: Config,
     listener: UnixListener,
     access: Access,
     mut signals: mpsc::UnboundedReceiver<Signal>,
-) -> Result<()> {
+) -> Result<Exit> {
     let socket_path = config.daemon.socket.clone();
     let metrics = Arc::new(Metrics::new());
     record_last_success(&config, &metrics).await;
@@ -113,7 +127,12 @@ pub async fn run(
     let watchdog_every = systemd::watchdog_interval();
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     let mut status_tick = tokio::time::interval(Duration::from_secs(2));
+    // Why the daemon restarts as soon as no backup runs; checked each turn (the status tick wakes it).
+    let mut restart: Option<String> = None;
     loop {
+        if restart.is_some() && shared.runner.running().is_none() {
+            break;
+        }
         let next = shared.next_scheduled();
         let until_next = next.map_or(Duration::from_secs(3600), |t| (t - Utc::now()).to_std().unwrap_or_default());
         tokio::select! {
@@ -122,8 +141,14 @@ pub async fn run(
                 Err(e) => log::warn!("control socket: accept failed: {e}"),
             },
             signal = signals.recv() => match signal {
-                Some(Signal::Reload) => reload(&shared),
-                Some(Signal::Shutdown) | None => break,
+                Some(Signal::Reload) => if let Some(why) = reload::reload(&shared) {
+                    restart = Some(reload::restart_pending(&shared, why));
+                },
+                Some(Signal::Restart) => restart = Some(reload::restart_pending(&shared, "restart requested".into())),
+                Some(Signal::Shutdown) | None => {
+                    restart = None;
+                    break;
+                }
             },
             _ = watchdog.tick(), if watchdog_every.is_some() => systemd::watchdog(),
             _ = status_tick.tick() => {
@@ -138,9 +163,13 @@ pub async fn run(
             }
         }
     }
+    let exit = match restart {
+        Some(why) => reload::finish_then_restart(&shared, &mut signals, &why).await,
+        None => Exit::Stopped,
+    };
     shutdown(&shared, &socket_path).await;
     stop_metrics.cancel();
-    Ok(())
+    Ok(exit)
 }
 
 /// Seeds the last-success metric from the store, so a restart does not look like hours without a backup.
@@ -168,27 +197,6 @@ async fn shutdown(shared: &Shared, socket_path: &std::path::Path) {
     }
     let _ = std::fs::remove_file(socket_path);
     log::info!("stopped");
-}
-
-fn reload(shared: &Shared) {
-    systemd::reloading();
-    match Config::load(&shared.config_path) {
-        Ok(config) => {
-            if config.daemon.socket != shared.runner.config().daemon.socket {
-                log::warn!("reload: daemon.socket changed; the socket moves only when the service restarts");
-            }
-            let schedule = config.clone();
-            match shared.runner.set_config(config) {
-                Ok(()) => {
-                    shared.set_schedule(&schedule);
-                    log::info!("reloaded {} ({})", shared.config_path.display(), schedule_note(shared));
-                }
-                Err(e) => log::error!("reload refused, keeping the running config: {e}"),
-            }
-        }
-        Err(e) => log::error!("reload refused, keeping the running config: {}", Error::from(e)),
-    }
-    systemd::ready(&status_line(&shared.runner));
 }
 
 fn schedule_note(shared: &Shared) -> String {

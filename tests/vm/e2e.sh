@@ -343,33 +343,106 @@ ok "forbidden command, injected command (exit 2), terminal, port forwarding and 
     "unknown key (exit 255) all refused"
 
 # ---------------------------------------------------------------------------------------------------------------
-step "systemctl stop during a backup leaves no manifest"
+# The backups below must still be running when the test acts on them: 160 MiB of random bytes (nothing to compress)
+# at zstd level 19 on one thread take a while.
 "$python3" - "$MBA_TEST_MONGODB_URI" "$BIG_DB" <<'PY'
 import os, sys
 from bson.binary import Binary
 from pymongo import MongoClient
 coll = MongoClient(sys.argv[1])[sys.argv[2]]["blobs"]
 coll.drop()
-# Random bytes do not compress: the backup has to move all of it.
 for batch in range(20):
     coll.insert_many([{"_id": batch * 500 + i, "data": Binary(os.urandom(16 * 1024))} for i in range(500)])
 PY
-before=$(manifests | sort)
 ids() { awk -F/ 'NF > 1 {print $(NF-1)}' | sort -u; }
-known_ids=$(ids <<<"$before")
-set +e
-vm_ssh mongo-backup-trigger run-now >"$RUN/kick-stopped.out" 2>&1 &
-kick_pid=$!
-set -e
-# Wait until the archive of the new backup is being uploaded (blocks staged, not committed yet).
-stopped_id=""
-for _ in $(seq 1 300); do
-    stopped_id=$(blobs uncommitted | ids | grep -vxF -f <(echo "$known_ids") | head -n 1 || true)
-    [[ -n $stopped_id ]] && break
-    kill -0 "$kick_pid" 2>/dev/null || break
-    sleep 0.2
-done
-[[ -n $stopped_id ]] || die "never saw the second backup upload (kick: $(cat "$RUN/kick-stopped.out"))"
+kick_id="" kick_pid=""
+kick_until_uploading() { # kick_until_uploading NAME: kicks a backup over SSH in the background (output in
+    # $RUN/kick-NAME.out); returns once its archive is being uploaded (blocks staged, not committed yet), with its id
+    # in kick_id and the ssh client's PID in kick_pid
+    local known
+    known=$(manifests | ids)
+    vm_ssh mongo-backup-trigger run-now >"$RUN/kick-$1.out" 2>&1 &
+    kick_pid=$!
+    kick_id=""
+    for _ in $(seq 1 300); do
+        kick_id=$(blobs uncommitted | ids | grep -vxF -f <(echo "$known") | head -n 1 || true)
+        [[ -n $kick_id ]] && return
+        kill -0 "$kick_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    die "never saw the $1 backup upload (kick: $(cat "$RUN/kick-$1.out"))"
+}
+kick_result() { # kick_result NAME: waits for the kick and checks it succeeded with a manifest for kick_id
+    local rc=0
+    wait "$kick_pid" || rc=$?
+    ((rc == 0)) || die "the $1 backup failed (exit $rc): $(cat "$RUN/kick-$1.out")"
+    manifests | grep -qF "/$kick_id/manifest.json" || die "no manifest for the $1 backup $kick_id"
+}
+set_var() { # set_var NAME JSON: changes one role variable for the following playbook runs
+    "$python3" - "$RUN/vars.json" "$1" "$2" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+v[sys.argv[2]] = json.loads(sys.argv[3])
+json.dump(v, open(sys.argv[1], "w"), indent=1)
+PY
+}
+agent() { vm_ssh root systemctl show -P "$1" mongo-backup-agent; }
+wait_restarted() { # wait_restarted OLD_PID: waits until the agent restarted itself (exit 75, then RestartSec=10s)
+    for _ in $(seq 1 150); do
+        [[ $(agent MainPID) != "$1" && $(vm_ssh root systemctl is-active mongo-backup-agent) == active ]] && return
+        sleep 0.2
+    done
+    die "the agent (PID $1) did not restart: $(vm_ssh root systemctl status --no-pager mongo-backup-agent)"
+}
+
+step "a config change through the role during a backup reloads the agent; the backup completes"
+main_pid=$(agent MainPID)
+restarts=$(agent NRestarts)
+kick_until_uploading reload
+set_var mongo_backup_agent_retention '{"keep_last": 100, "keep_hourly": 48, "keep_daily": 8}'
+playbook reconfigure
+grep -q 'RUNNING HANDLER \[mongo_backup_agent : Reload mongo-backup-agent\]' "$RUN/reconfigure.log" \
+    || die "the role did not reload the agent: $(grep HANDLER "$RUN/reconfigure.log")"
+kick_result reload
+[[ $(agent MainPID) == "$main_pid" && $(agent NRestarts) == "$restarts" ]] \
+    || die "the agent restarted (PID $main_pid -> $(agent MainPID), restarts $restarts -> $(agent NRestarts))"
+vm_ssh root grep -qx 'keep_daily = 8' /etc/mongo-backup-agent/config.toml || die "config.toml not rewritten"
+vm_ssh root journalctl -u mongo-backup-agent --no-pager -o cat >"$RUN/journal-reconfigure.log"
+# The reload has to land while the backup runs, or this step shows nothing.
+line_of() { # line_of REGEX [AFTER]: the number of the first journal line after line AFTER matching REGEX
+    awk -v after="${2:-0}" -v re="$1" 'NR > after && $0 ~ re {print NR; exit}' "$RUN/journal-reconfigure.log"
+}
+started_at=$(line_of "^backup $kick_id started")
+reloaded_at=$(line_of '^reloaded ' "${started_at:-0}")
+done_at=$(line_of "^backup $kick_id complete")
+if ! [[ -n $started_at && -n $reloaded_at && -n $done_at ]] || ((reloaded_at > done_at)); then
+    die "no reload between the start and the end of $kick_id (journal lines $started_at/$reloaded_at/$done_at)"
+fi
+! grep -q 'cancelling' "$RUN/journal-reconfigure.log" || die "a backup was cancelled"
+ok "role run mid-backup: handler reloaded the agent (PID $main_pid kept, NRestarts $restarts), backup $kick_id completed"
+
+step "a change that needs a new process waits for the running backup"
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+kick_until_uploading restart
+set_var mongo_backup_agent_metrics "{\"listen\": \"127.0.0.1:$metrics_port\"}"
+playbook relisten
+kick_result restart
+wait_restarted "$main_pid"
+new_pid=$(agent MainPID)
+[[ $(agent NRestarts) == $((restarts + 1)) ]] || die "NRestarts $(agent NRestarts), want $((restarts + 1))"
+vm_ssh root journalctl -u mongo-backup-agent --no-pager -o cat >"$RUN/journal-relisten.log"
+grep -q "metrics.listen changed: restarting once backup $kick_id finishes" "$RUN/journal-relisten.log" \
+    || die "the agent did not say it waits for $kick_id"
+python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5).read()' \
+    "http://127.0.0.1:$metrics_port/metrics" || die "no metrics on the new listener"
+restarts=$((restarts + 1))
+ok "metrics.listen changed mid-backup: $kick_id completed, then the agent restarted itself (PID $main_pid ->" \
+    "$new_pid) and serves metrics on :$metrics_port"
+
+step "systemctl stop during a backup leaves no manifest"
+before=$(manifests | sort)
+kick_until_uploading stopped
+stopped_id=$kick_id
 t0=$SECONDS
 vm_ssh root systemctl stop mongo-backup-agent
 stop_secs=$((SECONDS - t0))
@@ -388,6 +461,8 @@ log "stopped backup $stopped_id: committed blobs left: ${leftover:-none}"
 vm_ssh root mongo-backup-agent list >"$RUN/list2.out" 2>&1 || true
 ! grep -qF "$stopped_id" "$RUN/list2.out" || die "list shows the stopped backup"
 vm_ssh root systemctl start mongo-backup-agent
+# A start by hand may reset the count: "restarted by itself" below means since this start.
+restarts=$(agent NRestarts)
 "$python3" -c 'import sys; from pymongo import MongoClient; MongoClient(sys.argv[1]).drop_database(sys.argv[2])' \
     "$MBA_TEST_MONGODB_URI" "$BIG_DB"
 ok "stop took $stop_secs s with a clean exit; the trigger got exit $kick_rc; no manifest for $stopped_id"
@@ -402,12 +477,15 @@ playbook check-again --check
 # The service has been up for a while now: a daemon that forgot its WATCHDOG=1 pings would have been killed.
 vm_ssh root journalctl -u mongo-backup-agent --no-pager -o cat >"$RUN/journal-rerun.log"
 ! grep -q 'Watchdog timeout' "$RUN/journal-rerun.log" || die "the watchdog killed the agent"
-[[ $(vm_ssh root systemctl show -P NRestarts mongo-backup-agent) == 0 ]] || die "the service restarted by itself"
+[[ $(agent NRestarts) == "$restarts" ]] || die "the service restarted by itself"
 ok "second run changed=0, check mode changed=0; no watchdog timeout, no restart"
 
 # ---------------------------------------------------------------------------------------------------------------
 step "secrets without LoadCredential= (how systemd 237 on Ubuntu 18.04 gets them) work too"
+main_pid=$(agent MainPID)
 playbook directory-credentials -e mongo_backup_agent_credentials=directory
+# A new drop-in needs a new process: the agent, idle, restarts itself at once.
+wait_restarted "$main_pid"
 vm_ssh root grep -qx 'Environment=CREDENTIALS_DIRECTORY=/etc/mongo-backup-agent/credentials' \
     /etc/systemd/system/mongo-backup-agent.service.d/ansible.conf || die "drop-in does not point at the directory"
 [[ $(vm_ssh root stat -c '%a %U %G' /etc/mongo-backup-agent/credentials/azure-connection-string) == "640 root mongo-backup-agent" ]] \

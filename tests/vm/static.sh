@@ -54,6 +54,8 @@ check_unit_directives() { # the hardening issue 6 names, each must stay even if 
         # the trigger user (group mongo-backup-trigger) must traverse the directory to reach the socket
         'RuntimeDirectoryMode=0711'
         "ExecReload=/bin/kill -HUP \$MAINPID" # SIGHUP reloads the config
+        # exit 75 (the daemon restarting itself once idle) is a restart, not a failure
+        'SuccessExitStatus=75' 'RestartForceExitStatus=75'
         'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' 'PrivateDevices=yes' 'NoNewPrivileges=yes'
         'CapabilityBoundingSet=$' 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6'
         'SystemCallFilter=@system-service' 'MemoryDenyWriteExecute=yes'
