@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Seeds that found bugs, replayed by every run.
-const FIXED_SEEDS: &[u64] = &[12];
+const FIXED_SEEDS: &[u64] = &[12, 20];
 
 /// Documents of the ballast collection that makes the dump last long enough for the writers.
 const BALLAST_DOCS: i32 = 60_000;
@@ -254,8 +254,11 @@ async fn ballast(client: &Client) -> String {
     db
 }
 
-/// One seed: writers against a backup of `db.*` (plus the ballast), then restore and compare.
-async fn differential(source: &Client, ballast_db: &str, target: &Client, seed: u64) {
+/// One seed: writers against a backup of `db.*` (plus the ballast), then restore and compare. Returns false when
+/// the backup refused, loudly, because a collection vanished without a trace in the oplog (SecantusDB's catalog can
+/// show a collection whose rename or drop is already behind the window's start): refusing is right there, and the
+/// caller bounds how often it may happen.
+async fn differential(source: &Client, ballast_db: &str, target: &Client, seed: u64) -> bool {
     let parallel = if seed.is_multiple_of(2) { 4 } else { 1 };
     let db = unique(&format!("pitr{seed}"));
     let mut rng = StdRng::seed_from_u64(seed);
@@ -297,9 +300,20 @@ async fn differential(source: &Client, ballast_db: &str, target: &Client, seed: 
     );
     let store = FilesystemStore::new(dir.path());
     let filter = NamespaceFilter::new(&config.backup.include, &[]).unwrap();
-    let manifest: Manifest =
-        backup::run(&config, BackupId::new(chrono::Utc::now()), &filter, &store, &progress).await.unwrap();
+    let result = backup::run(&config, BackupId::new(chrono::Utc::now()), &filter, &store, &progress).await;
     stop.store(true, Ordering::Relaxed);
+    let manifest: Manifest = match result {
+        Ok(manifest) => manifest,
+        Err(e) if e.to_string().contains("vanished while the backup read it") => {
+            eprintln!("seed {seed}: backup refused: {e}");
+            for w in writers {
+                w.await.unwrap();
+            }
+            assert!(store.list("").await.unwrap().iter().all(|o| !o.key.ends_with("manifest.json")));
+            return false;
+        }
+        Err(e) => panic!("seed {seed}: backup failed: {e}"),
+    };
     let mut times = Vec::new();
     for w in writers {
         times.extend(w.await.unwrap());
@@ -328,6 +342,7 @@ async fn differential(source: &Client, ballast_db: &str, target: &Client, seed: 
     eprintln!("{context}: restored exactly");
     source.database(&db).drop().await.unwrap();
     target.database(&target_db).drop().await.unwrap();
+    true
 }
 
 #[tokio::test]
@@ -337,9 +352,15 @@ async fn random_writers_during_a_backup_restore_to_the_source_exactly() {
     let (mut server, uri) = own_server(data.path());
     let target = Client::with_uri_str(&uri).await.unwrap();
     let ballast_db = ballast(&source).await;
-    for seed in seeds() {
-        differential(&source, &ballast_db, &target, seed).await;
+    let seeds = seeds();
+    let mut refused = 0;
+    for &seed in &seeds {
+        if !differential(&source, &ballast_db, &target, seed).await {
+            refused += 1;
+        }
     }
+    eprintln!("{} seeds restored exactly, {refused} backups refused", seeds.len() - refused);
+    assert!(refused * 4 <= seeds.len(), "{refused} of {} backups refused: too many to trust the rest", seeds.len());
     server.kill().unwrap();
 }
 

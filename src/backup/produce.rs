@@ -89,6 +89,7 @@ impl Job<'_> {
                 tracked.documents.fetch_add(batch.count, Relaxed);
                 writer.write_block(ns, &batch.bytes, batch.count).await?;
             }
+            slice.explain_vanished(&dropped, end)?;
             oplog::slice::check_not_rolled_over(self.client, start, self.started).await?;
             tracked.done.store(true, Relaxed);
             writer.end_collection(ns).await?;

@@ -59,12 +59,27 @@ pub struct SliceFilter<'a> {
     listed: &'a HashSet<Namespace>,
     /// Transactions of which some operation was kept: their completing entries are kept too.
     kept_transactions: HashSet<TxnKey>,
+    /// Collections the slice drops (or renames away), and databases it drops: what explains a collection that
+    /// vanished while the dump ran.
+    dropped: HashSet<Namespace>,
+    dropped_databases: HashSet<String>,
 }
 
 impl<'a> SliceFilter<'a> {
     /// A filter keeping what a backup of `filter`'s namespaces needs, whose dump read `listed`.
     pub fn new(filter: &'a NamespaceFilter, listed: &'a HashSet<Namespace>) -> Self {
-        SliceFilter { filter, listed, kept_transactions: HashSet::new() }
+        SliceFilter {
+            filter,
+            listed,
+            kept_transactions: HashSet::new(),
+            dropped: HashSet::new(),
+            dropped_databases: HashSet::new(),
+        }
+    }
+
+    /// Whether the entries seen so far drop `ns`, rename it away or drop its database.
+    pub fn drops(&self, ns: &Namespace) -> bool {
+        self.dropped.contains(ns) || self.dropped_databases.contains(&ns.db)
     }
 
     fn selected(&self, ns: &Namespace) -> bool {
@@ -82,6 +97,18 @@ impl<'a> SliceFilter<'a> {
 
     fn keep_command(&mut self, mut entry: Document) -> Result<Option<Document>, CaptureError> {
         let Some((name, _)) = entry::command(&entry) else { return Ok(None) };
+        match (name, entry::command_namespace(&entry), entry::rename(&entry)) {
+            ("drop", Some(ns), _) => {
+                self.dropped.insert(ns);
+            }
+            (_, _, Some((from, _, _))) => {
+                self.dropped.insert(from);
+            }
+            ("dropDatabase", _, _) => {
+                self.dropped_databases.extend(entry::command_db(&entry).map(str::to_string));
+            }
+            _ => {}
+        }
         let key = TxnKey::of(&entry);
         let kept_before = key.as_ref().is_some_and(|k| self.kept_transactions.contains(k));
         match name {
@@ -167,6 +194,11 @@ mod tests {
         assert!(s.keep(rename("billing.a", "billing.b")).unwrap().is_none());
         assert!(matches!(s.keep(rename("billing.a", "shop.b")), Err(CaptureError::RenameIntoBackup { .. })));
         assert!(matches!(s.keep(rename("shop.listed", "shop.b")), Err(CaptureError::RenamedWhileDumped { .. })));
+        // What explains a collection that vanished during the dump.
+        assert!(s.drops(&Namespace::new("shop", "a")) && s.drops(&Namespace::new("billing", "a")));
+        assert!(!s.drops(&Namespace::new("shop", "c")));
+        s.keep(doc! {"op": "c", "ns": "gone.$cmd", "o": {"dropDatabase": 1}}).unwrap();
+        assert!(s.drops(&Namespace::new("gone", "anything")));
     }
 
     #[test]

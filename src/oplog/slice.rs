@@ -65,6 +65,20 @@ impl<'a> Slice<'a> {
         }
         Ok((batch.count > 0).then_some(batch))
     }
+
+    /// Fails unless the slice read so far drops (or renames away) each of `vanished`: collections the dump listed
+    /// that were gone when it read them. One gone without a trace in the slice would be restored as it was listed,
+    /// although the source no longer had it: the server's catalog and its oplog disagreed about when it went.
+    pub fn explain_vanished(&self, vanished: &[Namespace], end: Timestamp) -> Result<()> {
+        match vanished.iter().find(|ns| !self.filter.drops(ns)) {
+            None => Ok(()),
+            Some(ns) => Err(Error::Refused(format!(
+                "{ns} vanished while the backup read it, but the oplog up to {} neither drops nor renames it, so the \
+                 backup cannot tell what the source held: run the backup again",
+                format_ts(end)
+            ))),
+        }
+    }
 }
 
 /// Fails if the oplog no longer reaches back to `start`: entries of the slice were pruned before they were read.
