@@ -7,10 +7,10 @@ mod common;
 use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
 use azure_support::{admin_container, create_container, shared_endpoint, shared_key_config, unique_container};
 use bson::{Document, doc};
-use common::{client, raw_docs, unique};
+use common::{client, raw_docs, restore_options, unique};
 use mongo_backup_agent::backup::{self, BackupId, Progress};
 use mongo_backup_agent::mongo::NamespaceFilter;
-use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
+use mongo_backup_agent::restore;
 use mongo_backup_agent::store::{self, StoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,17 +63,8 @@ async fn backup_to_azurite_and_restore_round_trips_byte_for_byte() {
     assert_eq!(store.get_bytes(&manifest_key).await.unwrap(), before);
 
     let target = format!("{db}_r");
-    let options = RestoreOptions {
-        filter: NamespaceFilter::new(&[], &[]).unwrap(),
-        renames: vec![Rename::new(&format!("{db}.$c$"), &format!("{target}.$c$")).unwrap()],
-        drop: false,
-        dry_run: false,
-        replay_oplog: true,
-        oplog_skip_unknown: false,
-        users_and_roles: false,
-        parallel: 4,
-        batch_size: 1000,
-    };
+    let renames = [(format!("{db}.$c$"), format!("{target}.$c$"))];
+    let options = restore_options(&[], &[(&renames[0].0, &renames[0].1)], false);
     let report = restore::restore(store.get_stream(&archive).await.unwrap(), &client, &options).await.unwrap();
     assert_eq!(report.documents(), 20_001);
     for coll in ["docs", "small"] {

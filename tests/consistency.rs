@@ -10,7 +10,7 @@ use bson::{Bson, Document, Timestamp, doc};
 use common::*;
 use mongo_backup_agent::backup::{self, BackupId, Progress};
 use mongo_backup_agent::mongo::NamespaceFilter;
-use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
+use mongo_backup_agent::restore;
 use mongo_backup_agent::store::{FilesystemStore, ObjectStore};
 
 const SEEDED: i32 = 20_000;
@@ -102,17 +102,8 @@ async fn concurrent_writes_restore_to_the_end_timestamp() {
     }
 
     let target = format!("{db}_r");
-    let options = RestoreOptions {
-        filter: NamespaceFilter::new(&[format!("{db}.*")], &[]).unwrap(),
-        renames: vec![Rename::new(&format!("{db}.$c$"), &format!("{target}.$c$")).unwrap()],
-        drop: false,
-        dry_run: false,
-        replay_oplog: true,
-        oplog_skip_unknown: false,
-        users_and_roles: false,
-        parallel: 4,
-        batch_size: 1000,
-    };
+    let renames = [(format!("{db}.$c$"), format!("{target}.$c$"))];
+    let options = restore_options(&[format!("{db}.*")], &[(&renames[0].0, &renames[0].1)], false);
     let store = FilesystemStore::new(dir.path());
     let input = store.get_stream(&backup::archive_key("t", &manifest.id, manifest.compression)).await.unwrap();
     let report = restore::restore(input, &client, &options).await.unwrap();
