@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Seeds that found bugs, replayed by every run.
-const FIXED_SEEDS: &[u64] = &[12, 20];
+const FIXED_SEEDS: &[u64] = &[12, 20, 122];
 
 /// Documents of the ballast collection that makes the dump last long enough for the writers.
 const BALLAST_DOCS: i32 = 60_000;

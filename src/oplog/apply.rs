@@ -28,10 +28,13 @@ const ALREADY_PAST: &[i32] = &[
     11000, // DuplicateKey: a later state of the document, or of another one with the same unique key
     26,    // NamespaceNotFound
     27,    // IndexNotFound
-    48,    // NamespaceExists
-    85,    // IndexOptionsConflict
-    86,    // IndexKeySpecsConflict
+    NAMESPACE_EXISTS,
+    85, // IndexOptionsConflict
+    86, // IndexKeySpecsConflict
 ];
+
+/// The server's code for "the target of a create or rename exists".
+const NAMESPACE_EXISTS: i32 = 48;
 
 /// Where a source namespace is restored to, or `None` when the restore leaves it alone.
 pub type Target<'a> = &'a (dyn Fn(&Namespace) -> Option<Namespace> + Sync);
@@ -251,7 +254,14 @@ impl<'a> Replayer<'a> {
         let result = match (owned, from_target, to_target) {
             (true, Some(f), Some(t)) => {
                 let command = doc! {"renameCollection": f.to_string(), "to": t.to_string(), "dropTarget": drop_target};
-                self.client.database("admin").run_command(command).await.map(drop)
+                match self.client.database("admin").run_command(command).await {
+                    // The target exists although the rename does not drop it: the dump read the target after this
+                    // rename, so the snapshot is past it, and the source must be gone as it is on the server.
+                    Err(e) if code(&e) == Some(NAMESPACE_EXISTS) => {
+                        self.client.database(&f.db).collection::<Document>(&f.collection).drop().await
+                    }
+                    other => other.map(drop),
+                }
             }
             (true, Some(f), None) => self.client.database(&f.db).collection::<Document>(&f.collection).drop().await,
             (_, _, None) => {
