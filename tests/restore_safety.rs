@@ -240,7 +240,7 @@ fn raw(doc: Document) -> Vec<u8> {
 }
 
 /// An archive of `db.orders` (ids 0..10) whose oplog slice inserts id 100 into it and creates `db.fresh`, a
-/// collection the prelude does not know (one created during the dump).
+/// collection the prelude does not know (one created during the dump: servers log its `create` first).
 async fn archive_with_oplog(db: &str) -> Vec<u8> {
     let metadata = r#"{"indexes":[{"v":{"$numberInt":"2"},"key":{"_id":{"$numberInt":"1"}},"name":"_id_"}],"collectionName":"orders","type":"collection"}"#;
     let prelude = [
@@ -254,9 +254,15 @@ async fn archive_with_oplog(db: &str) -> Vec<u8> {
     let op = |i: u32, ns: &str, o: Document| {
         raw(doc! {"ts": Timestamp { time: 1_700_000_000, increment: i }, "op": "i", "ns": ns, "o": o})
     };
-    let oplog =
-        [op(1, &format!("{db}.fresh"), doc! {"_id": 1}), op(2, &format!("{db}.orders"), doc! {"_id": 100, "n": 100})];
-    w.write_block(1, &oplog.concat(), 2).await.unwrap();
+    let create = raw(
+        doc! {"ts": Timestamp { time: 1_700_000_000, increment: 0 }, "op": "c", "ns": format!("{db}.$cmd"), "o": {"create": "fresh"}},
+    );
+    let oplog = [
+        create,
+        op(1, &format!("{db}.fresh"), doc! {"_id": 1}),
+        op(2, &format!("{db}.orders"), doc! {"_id": 100, "n": 100}),
+    ];
+    w.write_block(1, &oplog.concat(), 3).await.unwrap();
     w.end_collection(1).await.unwrap();
     w.finish().await.unwrap().0
 }
@@ -283,7 +289,7 @@ async fn drop_restore_stages_the_oplog_replay_too() {
     let file = dir.path().join("good.archive");
     std::fs::write(&file, &good).unwrap();
     let report = restore_file(&file, &options(&db, &[], true)).await.unwrap();
-    assert_eq!(report.replay.applied, 2);
+    assert_eq!(report.replay.applied, 3);
     let ids = |docs: Vec<Vec<u8>>| -> Vec<bson::Bson> {
         docs.iter().map(|d| Document::from_reader(&d[..]).unwrap().get("_id").unwrap().clone()).collect()
     };
