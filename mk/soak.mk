@@ -2,8 +2,7 @@
 #   make soak                          the point-in-time differential (tests/point_in_time.rs) over seeds 1..200
 #   make soak MBA_PITR_SEEDS=500..700  other seeds (a range a..b, or a list 3,17,42)
 .PHONY: soak
-MBA_PITR_SEEDS ?= 1..201
-export MBA_PITR_SEEDS
 
 soak:
-	bash tests/harness/with-services.sh cargo test --test point_in_time random_writers -- --nocapture
+	MBA_PITR_SEEDS="$${MBA_PITR_SEEDS:-1..201}" bash tests/harness/with-services.sh \
+	  cargo test --test point_in_time random_writers -- --nocapture
