@@ -211,6 +211,16 @@ impl Writer {
 }
 
 /// Every collection of `db` on both servers: same names, documents, options and indexes.
+/// Whether the source logs updates as change-stream style diffs (`updatedFields`, as SecantusDB does) rather than
+/// mongod's `$v:2` diffs. Those say which fields an update set but not whether each was new (appended) or already
+/// there (kept in place), so replaying an update over a document the dump read after a later update can order its
+/// fields differently from the source, values equal (seen in 1 of 4 runs of seed 126). mongod's diffs mark new
+/// fields (`i`), which replay moves to the end, so against mongod documents must match byte for byte.
+async fn logs_change_stream_diffs(source: &Client) -> bool {
+    let oplog = source.database("local").collection::<Document>("oplog.rs");
+    oplog.find_one(doc! {"op": "u", "o.diff.updatedFields": {"$exists": true}}).await.unwrap().is_some()
+}
+
 /// Collections the source lists that the restore lacks, which are empty and which the source's own oplog renamed
 /// away: SecantusDB sometimes keeps listing the source of a `renameCollection … dropTarget` (seen once in 126
 /// seeds). The restore follows the oplog; the server's catalog disagrees with it, so such a collection is no
@@ -250,6 +260,16 @@ async fn assert_same(source: &Client, db: &str, target: &Client, target_db: &str
     assert_eq!(got, expected, "{context}: collections differ");
     for coll in &expected {
         let (restored, source_docs) = (raw_docs(target, target_db, coll).await, raw_docs(source, db, coll).await);
+        let decoded =
+            |docs: &[Vec<u8>]| docs.iter().map(|d| Document::from_reader(&d[..]).unwrap()).collect::<Vec<_>>();
+        if restored != source_docs
+            && decoded(&restored) == decoded(&source_docs)
+            && logs_change_stream_diffs(source).await
+        {
+            // Equal values, fields in another order: see `logs_change_stream_diffs`.
+            eprintln!("{context}: documents of {coll} equal but for field order (change-stream style update entries)");
+            continue;
+        }
         if restored != source_docs {
             // Raw bytes: field order counts, which `Document` equality ignores.
             let decode = |d: &Vec<u8>| Document::from_reader(&d[..]).unwrap().to_string();
