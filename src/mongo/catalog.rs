@@ -9,9 +9,6 @@ use super::NamespaceFilter;
 use crate::archive::{CollectionKind, CollectionMetadata, Namespace};
 use crate::error::{Error, Result};
 
-/// The server's code for a collection that does not exist.
-const NAMESPACE_NOT_FOUND: i32 = 26;
-
 /// One collection (or view) to back up.
 #[derive(Debug, Clone)]
 pub struct CollectionInfo {
@@ -102,8 +99,7 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
         let list = cursor_command(&db, doc! {"listIndexes": &source.collection});
         match super::bounded(&format!("listing indexes of {namespace}"), list).await {
             Ok(indexes) => indexes,
-            Err(Error::Mongo { source, .. }) if matches!(&*source.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) =>
-            {
+            Err(Error::Mongo { source, .. }) if super::server_code(&source) == Some(super::NAMESPACE_NOT_FOUND) => {
                 log::info!("{namespace} was dropped while the backup listed it; the oplog slice holds its drop");
                 return Ok(None);
             }

@@ -77,6 +77,22 @@ pub async fn bounded<T>(
     }
 }
 
+/// The server's code for a namespace that does not exist.
+pub const NAMESPACE_NOT_FOUND: i32 = 26;
+/// The server's code for "the target of a create or rename exists".
+pub const NAMESPACE_EXISTS: i32 = 48;
+
+/// The server's error code in a driver error (command or write error), if the server answered with one.
+pub fn server_code(e: &mongodb::error::Error) -> Option<i32> {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
+        ErrorKind::InsertMany(m) => m.write_errors.as_ref()?.first().map(|w| w.code),
+        _ => None,
+    }
+}
+
 /// Shuts the driver down before the caller's runtime ends. Dropping a client leaves session cleanup running in
 /// background tasks; when the runtime stops under them the driver panics (`connection_requester.rs`), which a
 /// one-shot command printed after a successful backup. Bounded, since shutdown waits for any cursor still alive.

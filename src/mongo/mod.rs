@@ -8,7 +8,10 @@ mod uri;
 pub mod users;
 
 pub use catalog::{CollectionInfo, collection_exists, is_backed_up, list_collections};
-pub use client::{OPERATION_TIMEOUT, ServerInfo, bounded, close, connect, server_info};
+pub use client::{
+    NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, OPERATION_TIMEOUT, ServerInfo, bounded, close, connect, server_code,
+    server_info,
+};
 // Backup selects collections with the filter that restore applies to an archive's namespaces.
 pub use crate::archive::NamespaceFilter;
 pub(crate) use reader::within_stall_limit;

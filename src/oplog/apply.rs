@@ -22,19 +22,17 @@ use super::txn::{Decision, OpenTransaction, Transactions};
 use super::update::{self, Update};
 use crate::archive::Namespace;
 use crate::error::{Error, Result};
+use crate::mongo::{NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, server_code};
 
 /// Server error codes that mean the target is already past the entry being replayed.
 const ALREADY_PAST: &[i32] = &[
     11000, // DuplicateKey: a later state of the document, or of another one with the same unique key
-    26,    // NamespaceNotFound
-    27,    // IndexNotFound
+    NAMESPACE_NOT_FOUND,
+    27, // IndexNotFound
     NAMESPACE_EXISTS,
     85, // IndexOptionsConflict
     86, // IndexKeySpecsConflict
 ];
-
-/// The server's code for "the target of a create or rename exists".
-const NAMESPACE_EXISTS: i32 = 48;
 
 /// Where a source namespace is restored to, or `None` when the restore leaves it alone.
 pub type Target<'a> = &'a (dyn Fn(&Namespace) -> Option<Namespace> + Sync);
@@ -257,7 +255,7 @@ impl<'a> Replayer<'a> {
                 match self.client.database("admin").run_command(command).await {
                     // The target exists although the rename does not drop it: the dump read the target after this
                     // rename, so the snapshot is past it, and the source must be gone as it is on the server.
-                    Err(e) if code(&e) == Some(NAMESPACE_EXISTS) => {
+                    Err(e) if server_code(&e) == Some(NAMESPACE_EXISTS) => {
                         self.client.database(&f.db).collection::<Document>(&f.collection).drop().await
                     }
                     other => other.map(drop),
@@ -320,17 +318,8 @@ impl<'a> Replayer<'a> {
 fn tolerate(result: mongodb::error::Result<()>, what: &str) -> Result<()> {
     match result {
         Ok(()) => Ok(()),
-        Err(e) if code(&e).is_some_and(|c| ALREADY_PAST.contains(&c)) => Ok(()),
+        Err(e) if server_code(&e).is_some_and(|c| ALREADY_PAST.contains(&c)) => Ok(()),
         Err(e) => Err(Error::Mongo { action: what.to_string(), source: e }),
-    }
-}
-
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    match &*e.kind {
-        mongodb::error::ErrorKind::Command(c) => Some(c.code),
-        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => Some(w.code),
-        mongodb::error::ErrorKind::InsertMany(m) => m.write_errors.as_ref()?.first().map(|w| w.code),
-        _ => None,
     }
 }
 

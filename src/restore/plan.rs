@@ -8,7 +8,7 @@ use super::staging::Staging;
 use super::{RestoreOptions, rename};
 use crate::archive::{CollectionKind, CollectionMetadata, Namespace, PreludeEntry};
 use crate::error::{Error, Result};
-use crate::mongo::is_backed_up;
+use crate::mongo::{self, is_backed_up};
 
 /// What happens to one namespace of the archive.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +155,7 @@ pub async fn plan(
                 )));
             }
         }
-        let exists = collection_exists(client, &p.target).await?;
+        let exists = mongo::collection_exists(client, &p.target).await?;
         if exists && staging.is_some() {
             p.drop_first = true;
         } else if exists && p.metadata.kind == CollectionKind::View {
@@ -172,16 +172,6 @@ pub async fn plan(
     }
     Ok(RestorePlan { namespaces, replay_oplog, users: Vec::new(), roles: Vec::new() })
 }
-async fn collection_exists(client: &Client, ns: &Namespace) -> Result<bool> {
-    let names = client
-        .database(&ns.db)
-        .list_collection_names()
-        .filter(doc! {"name": &ns.collection})
-        .await
-        .map_err(Error::mongo(format!("checking whether {ns} exists")))?;
-    Ok(!names.is_empty())
-}
-
 async fn has_documents(client: &Client, ns: &Namespace) -> Result<bool> {
     let one = client
         .database(&ns.db)
