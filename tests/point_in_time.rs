@@ -462,33 +462,46 @@ async fn restoring_a_backup_of_a_into_the_live_server_leaves_b_untouched() {
     assert_eq!(raw_docs(&client, &a, "x").await.len(), 20_000);
 }
 
-#[tokio::test]
-async fn a_collection_renamed_while_dumped_fails_the_backup() {
-    // One reader: the large collection is read first; the small one, already listed, moves before its turn.
-    let client = client().await;
-    let db = unique("ren");
-    let large = client.database(&db).collection::<Document>("large");
+/// A backup of `db.*` with one reader: a large collection, read first, and `small`, already listed, on which
+/// `command` (run in `command_db`) acts once reading has started, before `small`'s turn. Returns the backup's result
+/// and its store (with the directory that holds it).
+async fn backup_while_ddl_runs(
+    client: &Client,
+    db: &str,
+    small: &str,
+    command_db: &str,
+    command: Document,
+) -> (mongo_backup_agent::error::Result<Manifest>, FilesystemStore, tempfile::TempDir) {
+    let large = client.database(db).collection::<Document>("large");
     for c in 0..4 {
         large.insert_many((0..5000).map(|i| doc! {"_id": c * 5000 + i, "pad": "m".repeat(200)})).await.unwrap();
     }
-    client.database(&db).collection::<Document>("moving").insert_many((0..10).map(|i| doc! {"_id": i})).await.unwrap();
+    client.database(db).collection::<Document>(small).insert_many((0..10).map(|i| doc! {"_id": i})).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[format!("{db}.*")], "batch_size = 50\nparallel_collections = 1");
     let progress = Arc::new(Progress::default());
-    let renamer = {
-        let (client, progress, db) = (client.clone(), progress.clone(), db.clone());
+    let ddl = {
+        let (client, progress, command_db) = (client.clone(), progress.clone(), command_db.to_string());
         tokio::spawn(async move {
             while progress.totals().0 == 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
-            let command = doc! {"renameCollection": format!("{db}.moving"), "to": format!("{db}.moved")};
-            client.database("admin").run_command(command).await.unwrap();
+            client.database(&command_db).run_command(command).await.unwrap();
         })
     };
     let store = FilesystemStore::new(dir.path());
     let filter = NamespaceFilter::new(&config.backup.include, &[]).unwrap();
     let result = backup::run(&config, BackupId::new(chrono::Utc::now()), &filter, &store, &progress).await;
-    renamer.await.unwrap();
+    ddl.await.unwrap();
+    (result, store, dir)
+}
+
+#[tokio::test]
+async fn a_collection_renamed_while_dumped_fails_the_backup() {
+    let client = client().await;
+    let db = unique("ren");
+    let rename = doc! {"renameCollection": format!("{db}.moving"), "to": format!("{db}.moved")};
+    let (result, store, _dir) = backup_while_ddl_runs(&client, &db, "moving", "admin", rename).await;
     let err = result.expect_err("a backup whose collection moved under it must fail").to_string();
     assert!(err.contains(&format!("{db}.moving was renamed to {db}.moved")), "{err}");
     assert!(store.list("").await.unwrap().iter().all(|o| !o.key.ends_with("manifest.json")));
@@ -498,27 +511,8 @@ async fn a_collection_renamed_while_dumped_fails_the_backup() {
 async fn a_collection_dropped_during_the_backup_is_noted_and_restored_as_dropped() {
     let client = client().await;
     let db = unique("dropped");
-    let large = client.database(&db).collection::<Document>("large");
-    for c in 0..4 {
-        large.insert_many((0..5000).map(|i| doc! {"_id": c * 5000 + i, "pad": "d".repeat(200)})).await.unwrap();
-    }
-    client.database(&db).collection::<Document>("doomed").insert_many((0..10).map(|i| doc! {"_id": i})).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &[format!("{db}.*")], "batch_size = 50\nparallel_collections = 1");
-    let progress = Arc::new(Progress::default());
-    let dropper = {
-        let (client, progress, db) = (client.clone(), progress.clone(), db.clone());
-        tokio::spawn(async move {
-            while progress.totals().0 == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
-            client.database(&db).collection::<Document>("doomed").drop().await.unwrap();
-        })
-    };
-    let store = FilesystemStore::new(dir.path());
-    let filter = NamespaceFilter::new(&config.backup.include, &[]).unwrap();
-    let manifest = backup::run(&config, BackupId::new(chrono::Utc::now()), &filter, &store, &progress).await.unwrap();
-    dropper.await.unwrap();
+    let (result, store, _dir) = backup_while_ddl_runs(&client, &db, "doomed", &db, doc! {"drop": "doomed"}).await;
+    let manifest = result.unwrap();
     assert_eq!(manifest.dropped_during_backup, vec![format!("{db}.doomed")]);
     let target = unique("dropped_r");
     let options = RestoreOptions {
