@@ -1,5 +1,5 @@
-//! Replay against an independent oracle: oplog entries written by real MongoDB servers (mongo-tools' test data in
-//! `../shared/testdata/mongo-tools-oplog/`), each restored from an archive into the real test server, and compared
+//! Replay against an independent oracle: oplog entries written by real MongoDB servers (mongo-tools' test data, kept
+//! in `tests/fixtures/mongo-tools-oplog/`), each restored from an archive into the real test server, and compared
 //! with what a real server holds after applying them: the recorded post-images of the transaction cases, and for the
 //! command files the collections, options and indexes the entries describe (each expectation written down here).
 
@@ -18,7 +18,7 @@ use mongo_backup_agent::restore::{self, Rename, RestoreOptions, RestoreReport};
 use mongodb::Client;
 
 fn testdata(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/mongo-tools-oplog").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mongo-tools-oplog").join(path)
 }
 
 /// Every document of a `.bson` file (documents back to back, as bsondump reads them).
