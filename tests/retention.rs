@@ -46,7 +46,7 @@ fn manifest(id: &BackupId, archive_bytes: u64) -> Manifest {
         host: "test".into(),
         server_version: "4.4.29".into(),
         replica_set: None,
-        oplog: OplogInfo { included: false, start: None, end: None, note: Some("test".into()) },
+        oplog: OplogInfo { included: false, start: None, start_inclusive: false, end: None, note: Some("test".into()) },
         compression: Compression::Zstd,
         archive: Compression::Zstd.archive_name().into(),
         archive_bytes,

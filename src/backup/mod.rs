@@ -136,6 +136,7 @@ async fn dump(
         oplog: OplogInfo {
             included: oplog_start.is_some(),
             start: oplog_start.map(|s| s.ts.into()),
+            start_inclusive: oplog_start.is_some_and(|s| s.inclusive),
             end: produced.oplog_end.map(Into::into),
             note,
         },

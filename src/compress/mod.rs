@@ -116,6 +116,25 @@ pub async fn compress_all<R: AsyncRead + Unpin>(input: &mut R, encoder: &mut Box
     Ok(total)
 }
 
+/// Compresses a small object whole (an oplog chunk), single-threaded: chunks are stored in one piece.
+pub async fn compress_bytes(settings: &CompressionSettings, plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    match settings.compression {
+        Compression::Zstd => {
+            let mut encoder = ZstdEncoder::with_quality(Vec::new(), Level::Precise(settings.zstd_level));
+            encoder.write_all(plain).await?;
+            encoder.shutdown().await?;
+            Ok(encoder.into_inner())
+        }
+        Compression::Gzip => {
+            let mut encoder = GzipEncoder::with_quality(Vec::new(), Level::Precise(settings.gzip_level as i32));
+            encoder.write_all(plain).await?;
+            encoder.shutdown().await?;
+            Ok(encoder.into_inner())
+        }
+        Compression::None => Ok(plain.to_vec()),
+    }
+}
+
 /// Detects the compression of `input` from its magic bytes and returns a reader of the plain archive.
 /// Multi-member gzip and multi-frame zstd (parallel compressors) are read whole.
 pub async fn decoder<R: AsyncRead + Send + Unpin + 'static>(

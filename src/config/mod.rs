@@ -91,6 +91,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Continuous oplog archiving (point-in-time recovery between base backups).
+    pub pitr: PitrConfig,
 }
 
 /// `[mongodb]`.
@@ -495,6 +497,34 @@ pub struct MetricsConfig {
     pub textfile: Option<PathBuf>,
 }
 
+/// `[pitr]`: continuous oplog archiving. With it on, `serve` stores the oplog in chunks after the newest base
+/// backup, and the hourly kick seals the current chunk instead of dumping everything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PitrConfig {
+    /// Archive the oplog continuously.
+    pub enabled: bool,
+    /// A chunk is sealed (stored) at the latest this long after it started: the recovery point objective.
+    #[serde(with = "humantime_serde")]
+    pub chunk_span: Duration,
+    /// A chunk is sealed early once its entries reach this many bytes (before compression): bounds memory.
+    pub chunk_max_bytes: u64,
+    /// How often the server is asked whether its majority-committed oplog moved.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for PitrConfig {
+    fn default() -> Self {
+        PitrConfig {
+            enabled: false,
+            chunk_span: Duration::from_secs(60),
+            chunk_max_bytes: 16 << 20,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 impl Config {
     /// Resolves the path from the flag, the environment, or the default.
     pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
@@ -550,6 +580,20 @@ impl Config {
             check(!email.from.is_empty(), "notify.email.from must be set")?;
         }
         check(self.daemon.history > 0, "daemon.history must be positive")?;
+        let pitr = &self.pitr;
+        check(pitr.chunk_span >= Duration::from_secs(1), "pitr.chunk_span must be at least 1s (e.g. \"60s\")")?;
+        check(
+            (1 << 16..=1 << 30).contains(&pitr.chunk_max_bytes),
+            "pitr.chunk_max_bytes must be 65536..=1073741824 (default 16777216)",
+        )?;
+        check(
+            pitr.poll_interval >= Duration::from_millis(50) && pitr.poll_interval <= pitr.chunk_span,
+            "pitr.poll_interval must be at least 50ms and at most pitr.chunk_span",
+        )?;
+        check(
+            !pitr.enabled || b.oplog == OplogMode::Auto,
+            "pitr.enabled needs backup.oplog = \"auto\": a base backup without its oplog slice cannot start a chain",
+        )?;
         Ok(())
     }
 }

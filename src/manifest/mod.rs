@@ -66,6 +66,10 @@ pub struct OplogInfo {
     /// Where the slice starts: the majority-committed last write before the dump (exclusive) or the first entry of
     /// the oldest open transaction (inclusive).
     pub start: Option<OplogTimestamp>,
+    /// Whether the entry at `start` belongs to the slice (the window opened at an open transaction's first entry);
+    /// archiving after this backup resumes from there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_inclusive: bool,
     /// Last `ts` copied: the restored data equals the source as of this moment.
     pub end: Option<OplogTimestamp>,
     /// Why no oplog was taken, when it was not ("standalone server", "disabled by backup.oplog = off").

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::future::IntoFuture;
 
-use bson::{Document, RawDocumentBuf, Timestamp, doc};
+use bson::{Document, RawDocument, RawDocumentBuf, Timestamp, doc};
 use mongodb::{Client, Cursor};
 
 use super::capture::SliceFilter;
@@ -47,17 +47,7 @@ impl<'a> Slice<'a> {
         while batch.bytes.len() < BLOCK_TARGET_BYTES
             && within_stall_limit("reading the oplog slice", self.cursor.advance()).await?
         {
-            let entry = Document::try_from(self.cursor.current())
-                .map_err(|e| Error::Refused(format!("the oplog holds an entry that is not valid BSON: {e}")))?;
-            let ts = entry.get_timestamp("ts").ok();
-            if ts.is_none() || ts < self.last {
-                return Err(Error::Refused(format!(
-                    "the oplog returned entry {} after {}: not in ts order, so the slice cannot be trusted",
-                    ts.map_or("without ts".into(), format_ts),
-                    self.last.map_or("nothing".into(), format_ts)
-                )));
-            }
-            self.last = ts;
+            let (_, entry) = ordered_entry(self.cursor.current(), &mut self.last)?;
             let Some(kept) = self.filter.keep(entry).map_err(|e| Error::Refused(e.to_string()))? else { continue };
             kept.to_writer(&mut batch.bytes)
                 .map_err(|e| Error::Refused(format!("cannot encode an oplog entry: {e}")))?;
@@ -81,6 +71,24 @@ impl<'a> Slice<'a> {
     }
 }
 
+/// Parses an oplog entry read in natural order, and fails unless it comes after `last` (then moved to it): an
+/// entry out of `ts` order means the read cannot be trusted to hold everything.
+pub(crate) fn ordered_entry(raw: &RawDocument, last: &mut Option<Timestamp>) -> Result<(Timestamp, Document)> {
+    let entry = Document::try_from(raw)
+        .map_err(|e| Error::Refused(format!("the oplog holds an entry that is not valid BSON: {e}")))?;
+    match entry.get_timestamp("ts").ok() {
+        Some(ts) if Some(ts) >= *last => {
+            *last = Some(ts);
+            Ok((ts, entry))
+        }
+        ts => Err(Error::Refused(format!(
+            "the oplog returned entry {} after {}: not in ts order, so the read cannot be trusted",
+            ts.map_or("without ts".into(), format_ts),
+            last.map_or("nothing".into(), format_ts)
+        ))),
+    }
+}
+
 /// Fails if the oplog no longer reaches back to `start`: entries of the slice were pruned before they were read.
 /// Call after the slice is read. `dump_started` dates the message.
 pub async fn check_not_rolled_over(
@@ -88,10 +96,7 @@ pub async fn check_not_rolled_over(
     start: WindowStart,
     dump_started: std::time::Instant,
 ) -> Result<()> {
-    let oplog = oplog(client);
-    let find = oplog.find_one(doc! {}).projection(doc! {"ts": 1});
-    let oldest = bounded("reading the oldest oplog entry", find).await?.and_then(|d| d.get_timestamp("ts").ok());
-    match oldest {
+    match oldest_entry(client).await? {
         Some(oldest) if oldest <= start.ts => Ok(()),
         oldest => Err(Error::Refused(format!(
             "the oplog rolled over during the backup: its oldest entry is now {}, after the window's start {}; the \
@@ -104,6 +109,13 @@ pub async fn check_not_rolled_over(
     }
 }
 
-fn oplog(client: &Client) -> mongodb::Collection<RawDocumentBuf> {
+/// `ts` of the oplog's oldest entry: the oplog is pruned oldest first, so every entry after it is still there.
+pub(crate) async fn oldest_entry(client: &Client) -> Result<Option<Timestamp>> {
+    let oplog = oplog(client);
+    let find = oplog.find_one(doc! {}).projection(doc! {"ts": 1});
+    Ok(bounded("reading the oldest oplog entry", find).await?.and_then(|d| d.get_timestamp("ts").ok()))
+}
+
+pub(crate) fn oplog(client: &Client) -> mongodb::Collection<RawDocumentBuf> {
     client.database("local").collection("oplog.rs")
 }

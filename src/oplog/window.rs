@@ -67,6 +67,11 @@ pub async fn close(client: &Client) -> Result<Timestamp> {
     }
 }
 
+/// The newest majority-committed write: what continuous archiving may store (nothing a failover could roll back).
+pub async fn majority(client: &Client) -> Result<Timestamp> {
+    Ok(position(client).await?.majority)
+}
+
 /// `t:i`, as operators see timestamps in mongosh.
 pub fn format_ts(ts: Timestamp) -> String {
     format!("{}:{}", ts.time, ts.increment)
