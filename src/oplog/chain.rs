@@ -78,7 +78,7 @@ impl Chain {
         let bases = backups.iter().filter_map(BackupEntry::trusted).filter_map(Base::of).collect();
         let mut chunks: Vec<ChunkRef> =
             store.list(&chunk_dir(prefix)).await?.into_iter().filter_map(|o| parse_chunk_key(&o.key, o.size)).collect();
-        chunks.sort_by(|a, b| (a.from, a.to).cmp(&(b.from, b.to)));
+        chunks.sort_by_key(|c| (c.from, c.to));
         Ok(Chain { bases, chunks })
     }
 
