@@ -4,6 +4,7 @@
 use mongo_backup_agent::backup::{BackupEntry, Manifest, list_backups};
 use mongo_backup_agent::config::Config;
 use mongo_backup_agent::error::{EXIT_OK, Result};
+use mongo_backup_agent::oplog::chain::Chain;
 use mongo_backup_agent::retention::PrunePlan;
 use mongo_backup_agent::store;
 
@@ -76,6 +77,16 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
             }
         };
         println!("{line}");
+    }
+    let chain = Chain::load(store.as_ref(), &config.storage.prefix).await?;
+    if config.pitr.enabled || !chain.chunks.is_empty() {
+        for line in chain.summary() {
+            if args.json {
+                println!("{}", serde_json::json!({ "pitr": line }));
+            } else {
+                println!("{line}");
+            }
+        }
     }
     Ok(EXIT_OK)
 }

@@ -7,15 +7,23 @@ use mongo_backup_agent::config::{Config, MongoConfig};
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::mongo::{self, NamespaceFilter};
 use mongo_backup_agent::oplog::ReplayReport;
+use mongo_backup_agent::oplog::chain::{Chain, describe, parse_point};
 use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
 use mongo_backup_agent::store::{self, ByteStream};
+
+use super::human_bytes;
 
 /// Flags of `restore`, modelled on mongorestore's.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Backup id, or `latest`, from the configured store.
-    #[arg(required_unless_present = "archive", conflicts_with = "archive")]
+    /// Backup id, or `latest`, from the configured store. With point-in-time archiving, `latest` is the newest
+    /// archived oplog entry.
+    #[arg(required_unless_present_any = ["archive", "time"], conflicts_with_all = ["archive", "time"])]
     id: Option<String>,
+    /// Restore to this moment: RFC 3339 (every write of that second) or ts:SECONDS,INCREMENT. Uses the newest base
+    /// backup whose window ends before it, then the archived oplog up to it.
+    #[arg(long, value_name = "TIME", conflicts_with = "archive")]
+    time: Option<String>,
     /// Restore this archive file instead (ours or stock mongodump's; plain, gzip or zstd).
     #[arg(long, value_name = "FILE")]
     archive: Option<PathBuf>,
@@ -69,19 +77,45 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         (Some(_), Some(_)) => config().unwrap_or_default(),
         _ => config()?,
     };
-    let input: ByteStream = match (&args.archive, &args.id) {
-        (Some(path), _) => Box::pin(
+    let store = match &args.archive {
+        Some(_) => None,
+        None => Some(store::open(&config.storage)?),
+    };
+    let prefix = &config.storage.prefix;
+    // Point in time: `--time`, or `latest` when archived oplog reaches past the newest base.
+    let path = match (&store, &args.time, args.id.as_deref()) {
+        (Some(store), Some(time), _) => {
+            let point = parse_point(time).map_err(Error::Usage)?;
+            Some(Chain::load(store.as_ref(), prefix).await?.path_to(point)?)
+        }
+        (Some(store), None, Some("latest")) => Chain::load(store.as_ref(), prefix).await?.latest(),
+        _ => None,
+    };
+    let input: ByteStream = match (&args.archive, &store, &path, &args.id) {
+        (Some(path), _, _, _) => Box::pin(
             tokio::fs::File::open(path)
                 .await
                 .map_err(|source| Error::Io { action: format!("opening archive {}", path.display()), source })?,
         ),
-        (None, Some(id)) => {
-            let store = store::open(&config.storage)?;
-            let manifest = backup::resolve(store.as_ref(), &config.storage.prefix, id).await?;
-            eprintln!("restoring backup {} ({} documents)", manifest.id, manifest.documents());
-            store.get_stream(&backup::archive_key(&config.storage.prefix, &manifest.id, manifest.compression)).await?
+        (None, Some(store), Some(path), _) => {
+            let manifest = backup::resolve(store.as_ref(), prefix, path.base.as_str()).await?;
+            eprintln!(
+                "restoring to {}: base backup {} ({} documents, consistent as of {}), then {} oplog chunks ({})",
+                describe(path.target),
+                manifest.id,
+                manifest.documents(),
+                describe(path.base_end),
+                path.chunks.len(),
+                human_bytes(path.chunk_bytes())
+            );
+            store.get_stream(&backup::archive_key(prefix, &manifest.id, manifest.compression)).await?
         }
-        (None, None) => return Err(Error::Usage("give a backup id, `latest`, or --archive FILE".into())),
+        (None, Some(store), None, Some(id)) => {
+            let manifest = backup::resolve(store.as_ref(), prefix, id).await?;
+            eprintln!("restoring backup {} ({} documents)", manifest.id, manifest.documents());
+            store.get_stream(&backup::archive_key(prefix, &manifest.id, manifest.compression)).await?
+        }
+        _ => return Err(Error::Usage("give a backup id, `latest`, --time TIME or --archive FILE".into())),
     };
     let target = MongoConfig { uri: args.to.clone().unwrap_or(config.mongodb.uri.clone()), ..config.mongodb.clone() };
     let client = mongo::connect(&target).await?;
@@ -97,7 +131,8 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         batch_size: config.restore.batch_size,
     };
     let started = std::time::Instant::now();
-    let restored = restore::restore(input, &client, &options).await;
+    let continuation = store.as_deref().zip(path.as_ref()).map(|(store, path)| path.entries(store));
+    let restored = restore::restore_to_point(input, &client, &options, continuation).await;
     mongo::close(client).await;
     let report = restored?;
     if args.dry_run {

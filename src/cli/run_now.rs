@@ -18,6 +18,10 @@ pub struct Args {
     /// Print the daemon's events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// A full (base) backup even when point-in-time archiving is on (then a plain run-now seals the open oplog
+    /// chunk and reports the newest restorable moment).
+    #[arg(long)]
+    full: bool,
     /// Back up in this process instead of asking the daemon (when it is not running).
     #[arg(long, conflicts_with = "socket")]
     standalone: bool,
@@ -38,7 +42,7 @@ pub async fn run(config_path: &Path, args: Args) -> Result<i32> {
     } else {
         Style::Lines
     };
-    follow_backup(&socket, "run-now", style).await
+    follow_backup(&socket, "run-now", args.full, style).await
 }
 
 /// How progress is shown.
@@ -65,8 +69,8 @@ pub fn socket_from(config_path: &Path) -> PathBuf {
 }
 
 /// Asks the daemon at `socket` for a backup, shows its progress, and returns 0 when it succeeded.
-pub async fn follow_backup(socket: &Path, trigger: &str, style: Style) -> Result<i32> {
-    let mut client = DaemonClient::send(socket, Request::RunNow { trigger: trigger.to_string() }).await?;
+pub async fn follow_backup(socket: &Path, trigger: &str, full: bool, style: Style) -> Result<i32> {
+    let mut client = DaemonClient::send(socket, Request::RunNow { trigger: trigger.to_string(), full }).await?;
     let spinner = (style == Style::Terminal).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -113,6 +117,12 @@ pub async fn follow_backup(socket: &Path, trigger: &str, style: Style) -> Result
                     print_result(&report);
                 }
                 return Ok(if report.outcome == Outcome::Success { EXIT_OK } else { EXIT_FAILED });
+            }
+            Event::Sealed { summary, .. } => {
+                if style != Style::Json {
+                    println!("{summary}");
+                }
+                return Ok(EXIT_OK);
             }
             Event::Status(_) | Event::Error { .. } => {}
         }

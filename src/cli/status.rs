@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use mongo_backup_agent::daemon::client::{ClientError, DaemonClient};
+use mongo_backup_agent::daemon::pitr::PitrState;
 use mongo_backup_agent::daemon::protocol::{Event, Request, StatusReply};
 use mongo_backup_agent::error::{EXIT_OK, Result};
+use mongo_backup_agent::oplog::chain::describe;
 
 use super::human_bytes;
 
@@ -60,6 +62,9 @@ fn render(s: &StatusReply) -> String {
         Some(t) => format!("schedule: next backup at {t}\n"),
         None => "schedule: none (backups run when triggered)\n".to_string(),
     };
+    if let Some(pitr) = &s.pitr {
+        out += &render_pitr(pitr, chrono::Utc::now());
+    }
     if s.recent.is_empty() {
         out += "recent runs: none since the daemon started\n";
     } else {
@@ -75,6 +80,43 @@ fn render(s: &StatusReply) -> String {
                 r.error.as_deref().unwrap_or("")
             );
         }
+    }
+    out
+}
+
+/// The point-in-time lines: what is archived, how far behind, and how much oplog the server keeps.
+fn render_pitr(pitr: &PitrState, now: chrono::DateTime<chrono::Utc>) -> String {
+    let a = &pitr.archive;
+    let mut out = format!(
+        "point-in-time: {}\n",
+        if pitr.archiving { "archiving the oplog" } else { "NOT archiving (see below)" }
+    );
+    match a.archived_to {
+        Some(to) => {
+            out += &format!(
+                "  archived up to {}, lag {}s; {} chunks, {} stored by this daemon\n",
+                describe(to.into()),
+                (now.timestamp() - i64::from(to.t)).max(0),
+                a.chunks,
+                human_bytes(a.bytes)
+            )
+        }
+        None => out += "  nothing archived by this daemon yet\n",
+    }
+    if let (Some(oldest), Some(newest)) = (a.oplog_oldest, a.oplog_newest) {
+        let hours = f64::from(newest.t.saturating_sub(oldest.t)) / 3600.0;
+        out += &format!(
+            "  server oplog: {} → {}: holds {hours:.1} h of writes\n",
+            describe(oldest.into()),
+            describe(newest.into())
+        );
+    }
+    for line in &pitr.windows {
+        out += &format!("  {line}\n");
+    }
+    out += &format!("  gaps found since the daemon started: {}\n", pitr.gaps);
+    if let Some(problem) = &pitr.last_problem {
+        out += &format!("  last problem: {problem}\n");
     }
     out
 }

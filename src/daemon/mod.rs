@@ -3,6 +3,7 @@
 
 pub mod client;
 mod handlers;
+pub mod pitr;
 pub mod protocol;
 mod reload;
 mod runner;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub access: Access,
     /// The config file, re-read on SIGHUP.
     pub config_path: PathBuf,
+    /// Point-in-time archiving, when `[pitr]` is enabled.
+    pub pitr: Option<Arc<pitr::Pitr>>,
     schedule: Mutex<Option<croner::Cron>>,
 }
 
@@ -118,7 +121,14 @@ pub async fn run(
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), stop_metrics.clone().cancelled_owned()));
     }
     let runner = Runner::new(config.clone(), metrics)?;
-    let shared = Arc::new(Shared { runner, access, config_path, schedule: Mutex::new(None) });
+    let stop_archiving = CancellationToken::new();
+    let (pitr, archiving) = if config.pitr.enabled {
+        let (pitr, supervisor) = pitr::Pitr::start(&config, runner.clone(), stop_archiving.clone())?;
+        (Some(pitr), Some(tokio::spawn(supervisor.run())))
+    } else {
+        (None, None)
+    };
+    let shared = Arc::new(Shared { runner, access, config_path, pitr, schedule: Mutex::new(None) });
     shared.set_schedule(&config);
     let mut last_status = status_line(&shared.runner);
     systemd::ready(&last_status);
@@ -167,6 +177,13 @@ pub async fn run(
         Some(why) => reload::finish_then_restart(&shared, &mut signals, &why).await,
         None => Exit::Stopped,
     };
+    // Archiving seals its open chunk first, so a clean stop loses nothing and the next start resumes after it.
+    stop_archiving.cancel();
+    if let Some(archiving) = archiving
+        && tokio::time::timeout(SHUTDOWN_GRACE, archiving).await.is_err()
+    {
+        log::warn!("point-in-time archiving did not stop within {SHUTDOWN_GRACE:?}; its open chunk is lost");
+    }
     shutdown(&shared, &socket_path).await;
     stop_metrics.cancel();
     Ok(exit)

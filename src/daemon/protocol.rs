@@ -28,10 +28,14 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    /// Back up now (or attach to the backup already running) and stream its progress until it ends.
+    /// Back up now (or attach to the backup already running) and stream its progress until it ends. With
+    /// point-in-time archiving on, seal the open oplog chunk instead, unless `full` asks for a base backup.
     RunNow {
         /// Who asks: "run-now", "ssh"; recorded in the run's report.
         trigger: String,
+        /// A full (base) backup even when point-in-time archiving makes the kick a seal.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        full: bool,
     },
     /// The daemon's state: the running backup, the last result and recent runs.
     Status,
@@ -66,6 +70,14 @@ pub enum Event {
         /// How it ended.
         report: RunReport,
     },
+    /// The open oplog chunk is sealed and the chain since the newest base has no gap; the last event of a
+    /// `run_now` with point-in-time archiving.
+    Sealed {
+        /// Everything up to this point is archived: the newest moment a restore can reach now.
+        archived_to: crate::manifest::OplogTimestamp,
+        /// One human line: the restore window and its base.
+        summary: String,
+    },
     /// The answer to `status`.
     Status(StatusReply),
     /// The request could not be served; the message says why and what to do.
@@ -92,6 +104,9 @@ pub struct StatusReply {
     pub recent: Vec<RunReport>,
     /// Next scheduled backup (RFC 3339), when `[schedule] cron` is set.
     pub next_scheduled: Option<String>,
+    /// Point-in-time archiving, when `[pitr]` is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<crate::daemon::pitr::PitrState>,
 }
 
 /// The backup in progress.
@@ -152,11 +167,15 @@ mod tests {
 
     #[test]
     fn requests_have_a_stable_wire_form() {
-        let envelope = Envelope { version: 1, request: Request::RunNow { trigger: "ssh".into() } };
+        let envelope = Envelope { version: 1, request: Request::RunNow { trigger: "ssh".into(), full: false } };
         let text = serde_json::to_string(&envelope).unwrap();
         assert_eq!(text, r#"{"version":1,"request":{"type":"run_now","trigger":"ssh"}}"#);
         let status: Envelope = serde_json::from_str(r#"{"version":1,"request":{"type":"status"}}"#).unwrap();
         assert_eq!(status.request, Request::Status);
+        // A kick that asks for a base backup says so; one that does not reads as before.
+        let full = Envelope { version: 1, request: Request::RunNow { trigger: "ssh".into(), full: true } };
+        let text = serde_json::to_string(&full).unwrap();
+        assert_eq!(text, r#"{"version":1,"request":{"type":"run_now","trigger":"ssh","full":true}}"#);
     }
 
     #[tokio::test]

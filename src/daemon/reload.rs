@@ -60,6 +60,20 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.metrics.listen != new.metrics.listen {
         changed.push("metrics.listen");
     }
+    let pitr = |c: &Config| {
+        let p = &c.pitr;
+        (
+            p.enabled,
+            p.chunk_span,
+            p.chunk_max_bytes,
+            p.poll_interval,
+            c.backup.include.clone(),
+            c.backup.exclude.clone(),
+        )
+    };
+    if pitr(old) != pitr(new) {
+        changed.push("[pitr]");
+    }
     changed
 }
 

@@ -141,7 +141,14 @@ impl Runner {
             }),
             recent: state.recent.iter().cloned().collect(),
             next_scheduled,
+            pitr: None,
         }
+    }
+
+    /// Notifies every channel of a problem outside any one backup (a broken point-in-time chain), as a failed run.
+    pub async fn alert(&self, report: &RunReport) {
+        let notifier = self.settings().notifier.clone();
+        notifier.notify(report).await;
     }
 
     async fn execute(self: Arc<Self>, running: Arc<RunningBackup>) {

@@ -72,6 +72,10 @@ pub struct ArchiveStatus {
     pub chunks: u64,
     /// Bytes stored by this process (compressed).
     pub bytes: u64,
+    /// The server's oplog window as last seen: its oldest entry (read before each seal) ...
+    pub oplog_oldest: Option<OplogTimestamp>,
+    /// ... and its newest majority-committed write (read at each poll).
+    pub oplog_newest: Option<OplogTimestamp>,
 }
 
 /// Why the archiver stopped.
@@ -190,6 +194,10 @@ pub async fn run(
 }
 
 impl Archiver<'_> {
+    fn update(&self, change: impl FnOnce(&mut ArchiveStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     /// One poll: read what became majority-committed, and seal the chunk once it spans `chunk_span`.
     async fn step(&mut self) -> std::result::Result<(), Stop> {
         self.read().await?;
@@ -203,6 +211,7 @@ impl Archiver<'_> {
     /// `chunk_max_bytes`.
     async fn read(&mut self) -> std::result::Result<(), Stop> {
         let point = majority(self.client).await.map_err(Stop::Failed)?;
+        self.update(|s| s.oplog_newest = Some(point.into()));
         if point <= self.covered {
             return Ok(());
         }
@@ -230,6 +239,7 @@ impl Archiver<'_> {
     /// `Some(gap)` when the oplog's oldest entry is after the open chunk's start.
     async fn check_reaches_back(&self) -> Result<Option<Stop>> {
         let oldest = oldest_entry(self.client).await?;
+        self.update(|s| s.oplog_oldest = oldest.map(Into::into));
         let reaches = oldest.is_some_and(|o| o <= self.from);
         Ok((!reaches).then_some(Stop::Gap { after: self.from, oldest }))
     }
@@ -256,12 +266,12 @@ impl Archiver<'_> {
             Err(e) => return Err(Stop::Failed(e.into())),
         }
         log::debug!("stored oplog chunk {key}: {} entries, {size} bytes", header.count);
-        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        status.archived_to = Some(header.to.into());
-        status.sealed_at = Some(Utc::now());
-        status.chunks += 1;
-        status.bytes += size;
-        drop(status);
+        self.update(|status| {
+            status.archived_to = Some(header.to.into());
+            status.sealed_at = Some(Utc::now());
+            status.chunks += 1;
+            status.bytes += size;
+        });
         self.from = self.covered;
         self.inclusive = false;
         self.opened = Instant::now();

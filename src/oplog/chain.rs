@@ -6,11 +6,13 @@
 //! the archiver, or archiving stopped) nothing after the hole can be reached from an older base: that is a gap,
 //! and only a newer base starts a new window.
 
-use bson::Timestamp;
+use bson::{Document, Timestamp};
+use tokio::io::AsyncReadExt;
 
-use super::chunk::{ChunkRef, chunk_dir, parse_chunk_key};
+use super::chunk::{ChunkRef, chunk_dir, decode, parse_chunk_key};
 use super::window::format_ts;
 use crate::backup::{BackupEntry, BackupId, list_backups};
+use crate::compress;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::store::ObjectStore;
@@ -142,6 +144,23 @@ impl Chain {
         gaps
     }
 
+    /// What `list` and `status` show: each restore window, then each gap, one line each.
+    pub fn summary(&self) -> Vec<String> {
+        let gaps = self.gaps();
+        let mut lines: Vec<String> = self
+            .spans()
+            .iter()
+            .map(|w| {
+                let state = if gaps.iter().any(|(after, _)| *after == w.to) { "then a gap" } else { "no gaps" };
+                format!("PITR {} → {}, {state} (newest base {})", describe(w.from), describe(w.to), w.base)
+            })
+            .collect();
+        lines.extend(gaps.iter().map(|(after, next)| {
+            format!("GAP after {}: nothing archived until {}", describe(*after), describe(*next))
+        }));
+        lines
+    }
+
     /// The newest moment any base can be restored to, with its path.
     pub fn latest(&self) -> Option<RestorePath> {
         let newest = self.windows().into_iter().max_by_key(|w| (w.to, w.from))?;
@@ -166,6 +185,71 @@ impl Chain {
         };
         Err(Error::Refused(format!("no restorable window holds {}; the windows are: {listed}", describe(target))))
     }
+}
+
+impl RestorePath {
+    /// Stored bytes of the chunks the path reads.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunks.iter().map(|(c, _)| c.size).sum()
+    }
+
+    /// The entries to replay after the base, read one chunk at a time.
+    pub fn entries<'a>(&self, store: &'a dyn ObjectStore) -> PathEntries<'a> {
+        PathEntries {
+            store,
+            chunks: self.chunks.clone().into_iter(),
+            target: self.target,
+            pending: Vec::new().into_iter(),
+        }
+    }
+}
+
+/// The entries a [`RestorePath`] replays after its base, in order: each chunk's entries after the point the
+/// previous chunk reached, up to the target. One chunk is held in memory at a time, and each is checked whole
+/// (header, CRC-64, SHA-256) before any of its entries is returned.
+pub struct PathEntries<'a> {
+    store: &'a dyn ObjectStore,
+    chunks: std::vec::IntoIter<(ChunkRef, Timestamp)>,
+    target: Timestamp,
+    pending: std::vec::IntoIter<Document>,
+}
+
+impl PathEntries<'_> {
+    /// The next entry, or `None` after the last one at or before the target.
+    pub async fn next(&mut self) -> Result<Option<Document>> {
+        loop {
+            if let Some(entry) = self.pending.next() {
+                return Ok(Some(entry));
+            }
+            let Some((chunk, after)) = self.chunks.next() else { return Ok(None) };
+            let stored = self.store.get_bytes(&chunk.key).await?;
+            let io = |source| Error::Io { action: format!("reading oplog chunk {}", chunk.key), source };
+            let (_, mut reader) = compress::decoder(std::io::Cursor::new(stored)).await.map_err(io)?;
+            let mut plain = Vec::new();
+            reader.read_to_end(&mut plain).await.map_err(io)?;
+            let (_, entries) =
+                decode(&plain, &chunk).map_err(|e| Error::Refused(format!("oplog chunk {}: {e}", chunk.key)))?;
+            let target = self.target;
+            let new = entries.into_iter().filter(|e| e.get_timestamp("ts").is_ok_and(|ts| ts > after && ts <= target));
+            self.pending = new.collect::<Vec<_>>().into_iter();
+        }
+    }
+}
+
+/// Parses a moment to restore to: `ts:SECONDS,INCREMENT` (an exact oplog position, as `status` and `list` print
+/// them) or an RFC 3339 time, which includes every write of its second (oplog timestamps count whole seconds).
+pub fn parse_point(text: &str) -> std::result::Result<Timestamp, String> {
+    if let Some(rest) = text.strip_prefix("ts:") {
+        let parsed = rest
+            .split_once(',')
+            .and_then(|(t, i)| Some(Timestamp { time: t.parse().ok()?, increment: i.parse().ok()? }));
+        return parsed.ok_or_else(|| format!("--time {text:?}: expected ts:SECONDS,INCREMENT, e.g. ts:1796022986,7"));
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+        format!("--time {text:?}: {e}; expected an RFC 3339 time (2026-11-30T10:41:57Z) or ts:SECONDS,INCREMENT")
+    })?;
+    let time = u32::try_from(time.timestamp()).map_err(|_| format!("--time {text:?} is outside the oplog's range"))?;
+    Ok(Timestamp { time, increment: u32::MAX })
 }
 
 /// A timestamp as operators read it: UTC time and the `t:i` form.
@@ -224,6 +308,16 @@ mod tests {
         assert!(refused.contains("no restorable window holds") && refused.contains("(250:0)"), "{refused}");
         assert!(refused.contains("(110:0) → ") && refused.contains("(360:0)"), "{refused}");
         assert!(chain.path_to(ts(50)).is_err() && chain.path_to(ts(361)).is_err());
+    }
+
+    #[test]
+    fn points_parse_as_timestamps_or_whole_seconds() {
+        assert_eq!(parse_point("ts:1796022986,7"), Ok(Timestamp { time: 1796022986, increment: 7 }));
+        assert_eq!(parse_point("2026-11-30T07:16:26Z"), Ok(Timestamp { time: 1796022986, increment: u32::MAX }));
+        assert_eq!(parse_point("2026-11-30T08:16:26+01:00").unwrap().time, 1796022986);
+        for bad in ["ts:1", "ts:a,b", "yesterday", "1969-01-01T00:00:00Z"] {
+            assert!(parse_point(bad).unwrap_err().contains("--time"), "{bad}");
+        }
     }
 
     #[test]

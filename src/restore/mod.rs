@@ -28,6 +28,7 @@ use crate::archive::{ArchiveItem, ArchiveReader, CollectionKind, Namespace, Prel
 use crate::compress;
 use crate::error::{Error, Result};
 use crate::mongo::{NamespaceFilter, is_backed_up};
+use crate::oplog::chain::PathEntries;
 use crate::oplog::{ReplayReport, Replayer};
 use staging::Staging;
 
@@ -87,6 +88,19 @@ pub async fn restore(
     client: &Client,
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    restore_to_point(input, client, options, None).await
+}
+
+/// Restores a base backup's archive, then replays `continuation` (the oplog chunks after its slice, up to the
+/// moment restored to) with the same replayer, so transactions and index builds that cross from the slice into the
+/// chunks complete. With `--drop` the chunks are replayed into the staging collections too: a damaged chunk fails
+/// the restore before any target is touched.
+pub async fn restore_to_point(
+    input: impl AsyncRead + Send + Unpin + 'static,
+    client: &Client,
+    options: &RestoreOptions,
+    continuation: Option<PathEntries<'_>>,
+) -> Result<RestoreReport> {
     let (_, plain) =
         compress::decoder(input).await.map_err(|source| Error::Io { action: "reading the archive".into(), source })?;
     let mut reader = ArchiveReader::open(plain).await?;
@@ -111,7 +125,7 @@ pub async fn restore(
         }
         return Ok(report);
     }
-    let written = write(&mut reader, client, options, staging.as_ref(), &mut report).await;
+    let written = write(&mut reader, client, options, staging.as_ref(), &mut report, continuation).await;
     if let Some(staging) = &staging {
         match written {
             Ok(()) => report.replaced = staging.swap(client).await?,
@@ -132,6 +146,7 @@ async fn write<R: AsyncRead + Send + Unpin>(
     options: &RestoreOptions,
     staging: Option<&Staging>,
     report: &mut RestoreReport,
+    continuation: Option<PathEntries<'_>>,
 ) -> Result<()> {
     create_collections(client, &report.plan).await?;
     let planned = planned_indexes(&report.plan, reader.prelude());
@@ -184,6 +199,11 @@ async fn write<R: AsyncRead + Send + Unpin>(
     if !indexes_built {
         inserter.finish(&mut report.inserted).await?;
         build_indexes(client, &report.plan).await?;
+    }
+    if let Some(mut entries) = continuation {
+        while let Some(entry) = entries.next().await? {
+            replayer.replay(&entry).await?;
+        }
     }
     report.replay = replayer.finish();
     let bad_renames = bad_renames.into_inner().unwrap_or_else(|e| e.into_inner());

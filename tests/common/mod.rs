@@ -1,6 +1,7 @@
 //! Shared helpers for tests against the real server (`MBA_TEST_MONGODB_URI`, set by tests/harness/with-services.sh).
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod http_receiver;
 pub mod prometheus;
 

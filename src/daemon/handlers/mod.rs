@@ -47,7 +47,10 @@ pub async fn serve_connection(shared: Arc<Shared>, stream: UnixStream) {
     }
     log::debug!("control socket: {who}: {:?}", envelope.request);
     let result = match envelope.request {
-        Request::RunNow { trigger } => run_now::handle(&shared, &trigger, &mut write).await,
+        Request::RunNow { trigger, full: false } if shared.pitr.is_some() => {
+            run_now::seal(&shared, &trigger, &mut write).await
+        }
+        Request::RunNow { trigger, .. } => run_now::handle(&shared, &trigger, &mut write).await,
         Request::Status => status::handle(&shared, &mut write).await,
     };
     if let Err(e) = result {

@@ -1,12 +1,13 @@
-//! `run_now`: start a backup or attach to the running one, stream its progress, end with its report.
+//! `run_now`: start a backup or attach to the running one, stream its progress, end with its report. With
+//! point-in-time archiving on, the kick seals the open oplog chunk instead, unless it asks for a full backup.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
 
-use crate::daemon::Shared;
 use crate::daemon::protocol::{Event, write_line};
+use crate::daemon::{Shared, pitr};
 
 /// How often progress events are sent.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -36,4 +37,26 @@ pub async fn handle<W: AsyncWrite + Unpin>(shared: &Shared, trigger: &str, out: 
             }
         }
     }
+}
+
+/// Serves a `run_now` kick with point-in-time archiving on: seals the open chunk, then checks that the chain from
+/// the newest base reaches the point sealed. Ends with [`Event::Sealed`], or [`Event::Error`] when no restorable
+/// point exists at the time of the kick.
+pub async fn seal<W: AsyncWrite + Unpin>(shared: &Shared, trigger: &str, out: &mut W) -> std::io::Result<()> {
+    let pitr = shared.pitr.as_ref().expect("only called with point-in-time archiving on");
+    let checked = match pitr.seal().await {
+        Ok(sealed) => pitr::restorable_point(&shared.runner.config(), sealed).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let event = match checked {
+        Ok((archived_to, summary)) => {
+            log::info!(trigger = trigger; "{trigger} kick: {summary}");
+            Event::Sealed { archived_to, summary }
+        }
+        Err(message) => {
+            log::error!(trigger = trigger; "{trigger} kick: no restorable point: {message}");
+            Event::Error { message }
+        }
+    };
+    write_line(out, &event).await
 }

@@ -8,5 +8,9 @@ use crate::daemon::protocol::{Event, write_line};
 /// Serves a `status` request.
 pub async fn handle<W: AsyncWrite + Unpin>(shared: &Shared, out: &mut W) -> std::io::Result<()> {
     let next = shared.next_scheduled().map(|t| t.to_rfc3339());
-    write_line(out, &Event::Status(shared.runner.status(&shared.config_path.display().to_string(), next))).await
+    let mut reply = shared.runner.status(&shared.config_path.display().to_string(), next);
+    if let Some(pitr) = &shared.pitr {
+        reply.pitr = Some(pitr.report(&shared.runner.config()).await);
+    }
+    write_line(out, &Event::Status(reply)).await
 }

@@ -1,0 +1,238 @@
+//! Point-in-time archiving inside the daemon: keeps the oplog archiver running after the newest base backup,
+//! takes a base when there is none or when the chain broke, and seals the open chunk when the hourly kick asks.
+//!
+//! The supervisor owns the archiver's lifecycle; the archiver itself ([`crate::oplog::archiver`]) knows nothing of
+//! the daemon. Each turn it reads the chain from the store and resumes after the newest stored chunk, or from the
+//! newest base's window start when no chunk reaches it, so a restart (even after `kill -9`) archives no entry twice
+//! and skips none. A gap (the oplog rolled past the archiver) is logged, counted, notified, and answered with a new
+//! base backup at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::Timestamp;
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Runner;
+use crate::backup::{Outcome, RunReport};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::manifest::OplogTimestamp;
+use crate::mongo::NamespaceFilter;
+use crate::oplog::archiver::{self, ArchiveSettings, ArchiveStatus, Resume, SealRequest, Stop};
+use crate::oplog::chain::{Chain, describe};
+
+/// How long the supervisor waits before retrying after an error (server or store unreachable).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What `status`, the metrics and the kick see of archiving.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PitrState {
+    /// Whether the archiver is tailing now.
+    pub archiving: bool,
+    /// What this process's archivers stored.
+    pub archive: ArchiveStatus,
+    /// Gaps found since the daemon started.
+    pub gaps: u64,
+    /// The last gap or error, one line.
+    pub last_problem: Option<String>,
+    /// The store's restore windows and gaps, one line each ([`Chain::summary`]).
+    #[serde(default)]
+    pub windows: Vec<String>,
+}
+
+/// The daemon's handle on archiving.
+#[derive(Debug)]
+pub struct Pitr {
+    seals: mpsc::Sender<SealRequest>,
+    state: Arc<Mutex<PitrState>>,
+    status: Arc<Mutex<ArchiveStatus>>,
+}
+
+impl Pitr {
+    /// Starts the supervisor for `config` (whose `[pitr]` is enabled), until `cancel`.
+    pub fn start(config: &Config, runner: Arc<Runner>, cancel: CancellationToken) -> Result<(Arc<Pitr>, Supervisor)> {
+        let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(Error::Usage)?;
+        let settings = ArchiveSettings {
+            prefix: config.storage.prefix.clone(),
+            compression: config.backup.compression_settings(),
+            filter,
+            span: config.pitr.chunk_span,
+            max_bytes: config.pitr.chunk_max_bytes as usize,
+            poll: config.pitr.poll_interval,
+        };
+        let (seals, requests) = mpsc::channel(16);
+        let pitr = Arc::new(Pitr { seals, state: Arc::default(), status: Arc::default() });
+        let supervisor = Supervisor { pitr: pitr.clone(), config: config.clone(), settings, runner, requests, cancel };
+        Ok((pitr, supervisor))
+    }
+
+    /// The archiving state with the store's windows and gaps, for `status`.
+    pub async fn report(&self, config: &Config) -> PitrState {
+        let mut state = self.state();
+        let chain = async {
+            let store = crate::store::open(&config.storage)?;
+            Chain::load(store.as_ref(), &config.storage.prefix).await
+        };
+        state.windows = match chain.await {
+            Ok(chain) => chain.summary(),
+            Err(e) => vec![format!("cannot read the chain from the store: {e}")],
+        };
+        state
+    }
+
+    /// The archiving state, with the archiver's counters.
+    pub fn state(&self) -> PitrState {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        state.archive = self.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        state
+    }
+
+    /// Seals the open chunk now and returns the point everything is archived up to. Fails when the archiver is
+    /// not running (no base yet, a gap being healed) or cannot store the chunk.
+    pub async fn seal(&self) -> std::result::Result<Timestamp, String> {
+        let not_running = || {
+            let state = self.state();
+            format!(
+                "point-in-time archiving is not running{}",
+                state.last_problem.map_or_else(String::new, |p| format!(": {p}"))
+            )
+        };
+        if !self.state().archiving {
+            return Err(not_running());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.seals.send(reply).await.map_err(|_| not_running())?;
+        answer.await.map_err(|_| not_running())?
+    }
+
+    fn update(&self, change: impl FnOnce(&mut PitrState)) {
+        change(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The task that keeps archiving going; run it with [`Supervisor::run`].
+pub struct Supervisor {
+    pitr: Arc<Pitr>,
+    config: Config,
+    settings: ArchiveSettings,
+    runner: Arc<Runner>,
+    requests: mpsc::Receiver<SealRequest>,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    /// Archives until cancelled: each turn resumes from the store, and a gap or a missing base starts a base.
+    pub async fn run(mut self) {
+        while !self.cancel.is_cancelled() {
+            let wait = match self.turn().await {
+                Ok(()) => Duration::ZERO,
+                Err(e) => {
+                    log::error!("point-in-time archiving: {e}; retrying in {}s", RETRY_AFTER.as_secs());
+                    self.pitr.update(|s| s.last_problem = Some(e.to_string()));
+                    RETRY_AFTER
+                }
+            };
+            self.pitr.update(|s| s.archiving = false);
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One archiver run, from where the store's chain ends.
+    async fn turn(&mut self) -> Result<()> {
+        let store = crate::store::open(&self.config.storage)?;
+        let chain = Chain::load(store.as_ref(), &self.settings.prefix).await?;
+        let Some(base) = chain.bases.last().cloned() else {
+            return self.base_backup("no base backup with an oplog slice yet").await;
+        };
+        let resume = match chain.chunks.iter().map(|c| c.to).max() {
+            Some(to) if to >= base.start => Resume { from: to, inclusive: false },
+            _ => Resume { from: base.start, inclusive: base.start_inclusive },
+        };
+        log::info!("point-in-time archiving from {} (base backup {})", describe(resume.from), base.id);
+        let client = crate::mongo::connect(&self.config.mongodb).await?;
+        self.pitr.update(|s| s.archiving = true);
+        let stop = archiver::run(
+            &client,
+            store.as_ref(),
+            &self.settings,
+            resume,
+            &self.pitr.status,
+            &mut self.requests,
+            &self.cancel,
+        )
+        .await;
+        self.pitr.update(|s| s.archiving = false);
+        crate::mongo::close(client).await;
+        match stop {
+            Stop::Cancelled => Ok(()),
+            Stop::Failed(e) => Err(e),
+            broken @ (Stop::Gap { .. } | Stop::NeedsBase(_)) => {
+                self.pitr.update(|s| s.gaps += 1);
+                self.base_backup(&broken.to_string()).await
+            }
+        }
+    }
+
+    /// Takes a base backup because of `why` (a gap is also notified), and waits for it.
+    async fn base_backup(&self, why: &str) -> Result<()> {
+        let (running, _) = self.runner.start_or_attach("pitr");
+        log::error!(backup_id = running.id.as_str(); "point-in-time archiving: {why}: base backup {} started", running.id);
+        self.pitr.update(|s| s.last_problem = Some(format!("{why} (base backup {} started)", running.id)));
+        if self.pitr.state().gaps > 0 {
+            let alert = RunReport {
+                id: running.id.clone(),
+                trigger: "pitr".into(),
+                host: gethostname::gethostname().to_string_lossy().into_owned(),
+                store: self.settings.prefix.clone(),
+                started_at: running.started_at,
+                finished_at: Utc::now(),
+                outcome: Outcome::Failed,
+                error: Some(format!("point-in-time chain broken: {why}; base backup {} started", running.id)),
+                bytes_in: 0,
+                bytes_out: 0,
+                documents: 0,
+            };
+            self.runner.alert(&alert).await;
+        }
+        let report = running.finished().await;
+        match report.outcome {
+            Outcome::Success => Ok(()),
+            _ => Err(Error::Refused(format!(
+                "base backup {} for point-in-time archiving did not complete: {}",
+                report.id,
+                report.error.unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// What the kick reports after sealing: the point restorable now, or why there is none.
+pub async fn restorable_point(config: &Config, sealed: Timestamp) -> Result<(OplogTimestamp, String)> {
+    let store = crate::store::open(&config.storage)?;
+    let chain = Chain::load(store.as_ref(), &config.storage.prefix).await?;
+    let newest = chain.windows().into_iter().next().ok_or_else(|| {
+        Error::Refused("point-in-time archiving has no base backup yet: it is being taken, kick again later".into())
+    })?;
+    if newest.to < sealed {
+        return Err(Error::Refused(format!(
+            "the chain since base backup {} ends at {}, before the point just sealed ({}): there is a gap; a new \
+             base backup is needed (run-now --full)",
+            newest.base,
+            describe(newest.to),
+            describe(sealed)
+        )));
+    }
+    let line = format!(
+        "point-in-time archive sealed: restorable from {} to {} (base backup {}, no gap)",
+        describe(newest.from),
+        describe(newest.to),
+        newest.base
+    );
+    Ok((newest.to.into(), line))
+}
