@@ -102,7 +102,7 @@ fn status(daemon: &Daemon) -> serde_json::Value {
 /// Waits until the daemon archives (a base backup exists and the archiver runs).
 fn wait_archiving(daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while status(daemon)["pitr"]["archiving"] != true {
+    while status(daemon)["pitr"]["archive"]["archiving"] != true {
         assert!(Instant::now() < deadline, "archiving did not start within 120 s; log:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -210,8 +210,12 @@ async fn a_gap_is_reported_notified_and_healed_by_a_new_base() {
     let hook_file = dir.path().join("hook");
     std::fs::write(&hook_file, hook.url("/hook")).unwrap();
     // Both bases kept (by default retention keeps one per hour): list shows the window before the gap too.
-    let notify =
-        format!("[notify]\nwebhook_url_file = {:?}\n[retention]\nkeep_last = 5\n", hook_file.display().to_string());
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let notify = format!(
+        "[notify]\nwebhook_url_file = {:?}\n[retention]\nkeep_last = 5\n[metrics]\nlisten = \"{metrics}\"\n\
+         [schedule]\ncron = \"0 3 * * *\"\n",
+        hook_file.display().to_string()
+    );
     let config = pitr_config(dir.path(), &server_uri, db, &notify);
     let mut daemon = Daemon::start_text(dir.path(), &config);
     wait_archiving(&daemon);
@@ -251,7 +255,21 @@ async fn a_gap_is_reported_notified_and_healed_by_a_new_base() {
     assert_eq!(code, 0, "{out}{err}\n{}", daemon.log());
     let (_, listed, _) = daemon.cli(&["list"]);
     assert!(listed.contains("GAP after") && listed.matches("PITR ").count() == 2, "{listed}");
-    assert!(status(&daemon)["pitr"]["gaps"].as_u64() >= Some(1));
+    assert!(status(&daemon)["pitr"]["archive"]["gaps"].as_u64() >= Some(1));
+    // The metrics count the gap, and export every series the shipped alert rules and dashboard use.
+    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let scrape = prometheus::parse(&text);
+    assert!(scrape.get("mongo_backup_agent_pitr_gaps_total") >= 1.0, "{text}");
+    assert_eq!(scrape.get("mongo_backup_agent_pitr_archiving"), 1.0);
+    assert_eq!(scrape.get("mongo_backup_agent_schedule_interval_seconds"), 86400.0);
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["monitoring/prometheus/mongo-backup-agent.rules.yml", "monitoring/grafana/mongo-backup-agent.json"] {
+        let used = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let words = used.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for name in words.filter(|w| w.starts_with("mongo_backup_agent_")) {
+            assert!(scrape.types.contains_key(name), "{file} uses {name}, which the agent does not export");
+        }
+    }
     let _ = daemon.child.kill();
     server.kill().unwrap();
 }

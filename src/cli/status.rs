@@ -87,10 +87,8 @@ fn render(s: &StatusReply) -> String {
 /// The point-in-time lines: what is archived, how far behind, and how much oplog the server keeps.
 fn render_pitr(pitr: &PitrState, now: chrono::DateTime<chrono::Utc>) -> String {
     let a = &pitr.archive;
-    let mut out = format!(
-        "point-in-time: {}\n",
-        if pitr.archiving { "archiving the oplog" } else { "NOT archiving (see below)" }
-    );
+    let mut out =
+        format!("point-in-time: {}\n", if a.archiving { "archiving the oplog" } else { "NOT archiving (see below)" });
     match a.archived_to {
         Some(to) => {
             out += &format!(
@@ -114,7 +112,7 @@ fn render_pitr(pitr: &PitrState, now: chrono::DateTime<chrono::Utc>) -> String {
     for line in &pitr.windows {
         out += &format!("  {line}\n");
     }
-    out += &format!("  gaps found since the daemon started: {}\n", pitr.gaps);
+    out += &format!("  gaps found since the daemon started: {}\n", a.gaps);
     if let Some(problem) = &pitr.last_problem {
         out += &format!("  last problem: {problem}\n");
     }

@@ -120,10 +120,11 @@ pub async fn run(
         log::info!("metrics on http://{listen}/metrics");
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), stop_metrics.clone().cancelled_owned()));
     }
-    let runner = Runner::new(config.clone(), metrics)?;
+    let runner = Runner::new(config.clone(), metrics.clone())?;
     let stop_archiving = CancellationToken::new();
     let (pitr, archiving) = if config.pitr.enabled {
-        let (pitr, supervisor) = pitr::Pitr::start(&config, runner.clone(), stop_archiving.clone())?;
+        let status = metrics.watch_archiving(config.pitr.chunk_span, schedule_interval(&config));
+        let (pitr, supervisor) = pitr::Pitr::start(&config, runner.clone(), status, stop_archiving.clone())?;
         (Some(pitr), Some(tokio::spawn(supervisor.run())))
     } else {
         (None, None)
@@ -214,6 +215,15 @@ async fn shutdown(shared: &Shared, socket_path: &std::path::Path) {
     }
     let _ = std::fs::remove_file(socket_path);
     log::info!("stopped");
+}
+
+/// Time between two runs of the own schedule (the base backups with point-in-time archiving), for the alert on
+/// oplog headroom.
+fn schedule_interval(config: &Config) -> Option<Duration> {
+    let cron = parse_cron(config.schedule.cron.as_deref()?).ok()?;
+    let first = cron.find_next_occurrence(&Utc::now(), false).ok()?;
+    let second = cron.find_next_occurrence(&first, false).ok()?;
+    (second - first).to_std().ok()
 }
 
 fn schedule_note(shared: &Shared) -> String {

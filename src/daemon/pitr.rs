@@ -27,15 +27,11 @@ use crate::oplog::chain::{Chain, describe};
 /// How long the supervisor waits before retrying after an error (server or store unreachable).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// What `status`, the metrics and the kick see of archiving.
+/// What `status` and the kick see of archiving.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PitrState {
-    /// Whether the archiver is tailing now.
-    pub archiving: bool,
-    /// What this process's archivers stored.
+    /// What this process's archivers did (the metrics read the same figures).
     pub archive: ArchiveStatus,
-    /// Gaps found since the daemon started.
-    pub gaps: u64,
     /// The last gap or error, one line.
     pub last_problem: Option<String>,
     /// The store's restore windows and gaps, one line each ([`Chain::summary`]).
@@ -53,7 +49,12 @@ pub struct Pitr {
 
 impl Pitr {
     /// Starts the supervisor for `config` (whose `[pitr]` is enabled), until `cancel`.
-    pub fn start(config: &Config, runner: Arc<Runner>, cancel: CancellationToken) -> Result<(Arc<Pitr>, Supervisor)> {
+    pub fn start(
+        config: &Config,
+        runner: Arc<Runner>,
+        status: Arc<Mutex<ArchiveStatus>>,
+        cancel: CancellationToken,
+    ) -> Result<(Arc<Pitr>, Supervisor)> {
         let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(Error::Usage)?;
         let settings = ArchiveSettings {
             prefix: config.storage.prefix.clone(),
@@ -64,7 +65,7 @@ impl Pitr {
             poll: config.pitr.poll_interval,
         };
         let (seals, requests) = mpsc::channel(16);
-        let pitr = Arc::new(Pitr { seals, state: Arc::default(), status: Arc::default() });
+        let pitr = Arc::new(Pitr { seals, state: Arc::default(), status });
         let supervisor = Supervisor { pitr: pitr.clone(), config: config.clone(), settings, runner, requests, cancel };
         Ok((pitr, supervisor))
     }
@@ -100,7 +101,7 @@ impl Pitr {
                 state.last_problem.map_or_else(String::new, |p| format!(": {p}"))
             )
         };
-        if !self.state().archiving {
+        if !self.state().archive.archiving {
             return Err(not_running());
         }
         let (reply, answer) = oneshot::channel();
@@ -110,6 +111,10 @@ impl Pitr {
 
     fn update(&self, change: impl FnOnce(&mut PitrState)) {
         change(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn update_archive(&self, change: impl FnOnce(&mut ArchiveStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
@@ -135,7 +140,7 @@ impl Supervisor {
                     RETRY_AFTER
                 }
             };
-            self.pitr.update(|s| s.archiving = false);
+            self.pitr.update_archive(|s| s.archiving = false);
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
@@ -156,7 +161,7 @@ impl Supervisor {
         };
         log::info!("point-in-time archiving from {} (base backup {})", describe(resume.from), base.id);
         let client = crate::mongo::connect(&self.config.mongodb).await?;
-        self.pitr.update(|s| s.archiving = true);
+        self.pitr.update_archive(|s| s.archiving = true);
         let stop = archiver::run(
             &client,
             store.as_ref(),
@@ -167,13 +172,13 @@ impl Supervisor {
             &self.cancel,
         )
         .await;
-        self.pitr.update(|s| s.archiving = false);
+        self.pitr.update_archive(|s| s.archiving = false);
         crate::mongo::close(client).await;
         match stop {
             Stop::Cancelled => Ok(()),
             Stop::Failed(e) => Err(e),
             broken @ (Stop::Gap { .. } | Stop::NeedsBase(_)) => {
-                self.pitr.update(|s| s.gaps += 1);
+                self.pitr.update_archive(|s| s.gaps += 1);
                 self.base_backup(&broken.to_string()).await
             }
         }
@@ -184,7 +189,7 @@ impl Supervisor {
         let (running, _) = self.runner.start_or_attach("pitr");
         log::error!(backup_id = running.id.as_str(); "point-in-time archiving: {why}: base backup {} started", running.id);
         self.pitr.update(|s| s.last_problem = Some(format!("{why} (base backup {} started)", running.id)));
-        if self.pitr.state().gaps > 0 {
+        if self.pitr.state().archive.gaps > 0 {
             let alert = RunReport {
                 id: running.id.clone(),
                 trigger: "pitr".into(),

@@ -10,7 +10,8 @@ mod http;
 mod textfile;
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -18,6 +19,8 @@ pub use http::{bind, serve};
 pub use textfile::write_textfile;
 
 use crate::backup::{Outcome, RunReport};
+use crate::manifest::OplogTimestamp;
+use crate::oplog::archiver::ArchiveStatus;
 
 /// Why metrics could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,15 @@ const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failed, Outcome::Canc
 #[derive(Debug, Default)]
 pub struct Metrics {
     state: Mutex<State>,
+    archiving: Mutex<Option<Archiving>>,
+}
+
+/// Point-in-time archiving as the metrics see it: the archiver's figures, and the settings alerts compare them with.
+#[derive(Debug, Clone)]
+struct Archiving {
+    status: Arc<Mutex<ArchiveStatus>>,
+    chunk_span: Duration,
+    base_interval: Option<Duration>,
 }
 
 impl Metrics {
@@ -74,6 +86,15 @@ impl Metrics {
     pub fn set_last_success(&self, at: DateTime<Utc>) {
         let mut state = self.lock();
         state.last_success = state.last_success.max(Some(at));
+    }
+
+    /// Turns on the point-in-time series; returns the status the archiver updates, which they are read from.
+    /// `chunk_span` and `base_interval` (the own schedule's period) are exported for the alert rules.
+    pub fn watch_archiving(&self, chunk_span: Duration, base_interval: Option<Duration>) -> Arc<Mutex<ArchiveStatus>> {
+        let status = Arc::new(Mutex::new(ArchiveStatus::default()));
+        let archiving = Archiving { status: status.clone(), chunk_span, base_interval };
+        *self.archiving.lock().unwrap_or_else(|e| e.into_inner()) = Some(archiving);
+        status
     }
 
     /// A backup has started.
@@ -164,12 +185,82 @@ impl Metrics {
             &last_value(|r| r.bytes_out as f64),
         );
         family("last_run_documents", "gauge", "Documents the last attempt read.", &last_value(|r| r.documents as f64));
+        let archiving = self.archiving.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(archiving) = archiving {
+            render_archiving(&archiving, Utc::now(), &mut family);
+        }
         out
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is plain numbers, valid after any panic, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The point-in-time series (`mongo_backup_agent_pitr_*`).
+fn render_archiving(
+    archiving: &Archiving,
+    now: DateTime<Utc>,
+    family: &mut impl FnMut(&str, &str, &str, &[(String, f64)]),
+) {
+    let a = archiving.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let one = |value: f64| [(String::new(), value)];
+    let seconds = |ts: Option<OplogTimestamp>| ts.map_or(0.0, |t| f64::from(t.t));
+    family(
+        "pitr_archiving",
+        "gauge",
+        "1 while the oplog archiver runs, else 0.",
+        &one(f64::from(u8::from(a.archiving))),
+    );
+    family(
+        "pitr_archived_timestamp_seconds",
+        "gauge",
+        "Oplog time (Unix) up to which everything is archived: the newest restorable moment; 0 before the first chunk.",
+        &one(seconds(a.archived_to)),
+    );
+    let lag = a.archived_to.map_or(0.0, |t| (now.timestamp() - i64::from(t.t)).max(0) as f64);
+    family(
+        "pitr_lag_seconds",
+        "gauge",
+        "Now minus the newest restorable moment: the recovery point if the VM died now.",
+        &one(lag),
+    );
+    family(
+        "pitr_oplog_window_seconds",
+        "gauge",
+        "How much time the server's oplog holds (newest minus oldest entry): how long archiving may stop without a gap.",
+        &one(match (a.oplog_oldest, a.oplog_newest) {
+            (Some(old), Some(new)) => f64::from(new.t.saturating_sub(old.t)),
+            _ => 0.0,
+        }),
+    );
+    family("pitr_chunks_total", "counter", "Oplog chunks stored since the agent started.", &one(a.chunks as f64));
+    family(
+        "pitr_stored_bytes_total",
+        "counter",
+        "Bytes of oplog chunks stored since the agent started.",
+        &one(a.bytes as f64),
+    );
+    family(
+        "pitr_gaps_total",
+        "counter",
+        "Times the oplog rolled past the archiver (or the chain broke otherwise) since the agent started.",
+        &one(a.gaps as f64),
+    );
+    family(
+        "pitr_chunk_span_seconds",
+        "gauge",
+        "The configured pitr.chunk_span.",
+        &one(archiving.chunk_span.as_secs_f64()),
+    );
+    if let Some(interval) = archiving.base_interval {
+        family(
+            "schedule_interval_seconds",
+            "gauge",
+            "Time between two base backups of the own schedule.",
+            &one(interval.as_secs_f64()),
+        );
     }
 }
 

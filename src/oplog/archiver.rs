@@ -61,9 +61,14 @@ pub struct Resume {
     pub inclusive: bool,
 }
 
-/// What the archiver has done, for `status` and the metrics.
+/// What archiving has done, for `status` and the metrics: the archiver updates it as it goes, and whoever runs it
+/// (the daemon) sets `archiving` and counts gaps.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArchiveStatus {
+    /// Whether an archiver is running now.
+    pub archiving: bool,
+    /// Gaps found: times the chain broke and a new base had to start a new one.
+    pub gaps: u64,
     /// The end of the newest stored chunk: everything up to it is archived.
     pub archived_to: Option<OplogTimestamp>,
     /// When that chunk was stored.

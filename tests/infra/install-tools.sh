@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the infra checks need on a fresh Debian 12 machine, idempotently, outside the work tree:
 #   - Debian packages: openssh-server (a real sshd for the SSH test), shellcheck (the VM bootstrap script),
+#     prometheus (its promtool, for the alert rules),
 #     python3-venv, iproute2 (lo up inside `unshare -n`);
 #   - Debian's cloud-init, unpacked (not installed: it must not run on this machine) for `cloud-init schema`;
 #   - three venvs under $MBA_CACHE_DIR/infra, one per requirements file in tests/infra/requirements/ (checkov is kept
@@ -16,6 +17,8 @@ need_apt=()
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+# promtool checks and unit-tests the shipped alert rules (monitoring/).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v useradd >/dev/null || need_apt+=(passwd)
