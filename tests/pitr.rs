@@ -270,6 +270,18 @@ async fn a_gap_is_reported_notified_and_healed_by_a_new_base() {
             assert!(scrape.types.contains_key(name), "{file} uses {name}, which the agent does not export");
         }
     }
+    // Keeping only the new base, prune deletes the chunks before its window and no other: the window stays whole.
+    let chunk_count = || std::fs::read_dir(dir.path().join("store/t/oplog")).unwrap().count();
+    let before = chunk_count();
+    let keep_one = config.replace("keep_last = 5", "keep_last = 1\nkeep_hourly = 0\nkeep_daily = 0");
+    let prune_config = dir.path().join("prune.toml");
+    std::fs::write(&prune_config, keep_one).unwrap();
+    let (code, out, err) = cli(&["--config", prune_config.to_str().unwrap(), "prune"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("oplog chunks before the oldest kept base deleted"), "{out}");
+    let (_, after_prune, _) = daemon.cli(&["list"]);
+    assert!(chunk_count() < before && after_prune.matches("PITR ").count() == 1, "{after_prune}");
+    assert!(after_prune.contains("no gaps") && !after_prune.contains("GAP"), "{after_prune}");
     let _ = daemon.child.kill();
     server.kill().unwrap();
 }

@@ -57,7 +57,7 @@ pub enum ChunkError {
 }
 
 /// A chunk found in the store, known from its key alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ChunkRef {
     /// Full key.
     pub key: String,

@@ -10,6 +10,8 @@ use super::policy::{self, Decision};
 use crate::backup::{BackupEntry, BackupId, MANIFEST_NAME, list_backups};
 use crate::config::RetentionConfig;
 use crate::error::Result;
+use crate::oplog::chain::{Chain, describe};
+use crate::oplog::chunk::ChunkRef;
 use crate::store::ObjectStore;
 
 /// A backup directory the plan deletes, with every object in it (the manifest first).
@@ -57,6 +59,9 @@ pub struct PrunePlan {
     pub partials: Vec<Partial>,
     /// Incomplete or untrusted attempts that stay: too young, or holding a manifest this agent cannot read.
     pub left_alone: Vec<LeftAlone>,
+    /// Oplog chunks of point-in-time archiving that end before the window of the oldest base the plan keeps: no
+    /// restore can use them any more. None while no kept base has an oplog window.
+    pub chunks: Vec<ChunkRef>,
 }
 
 /// What [`execute`] did.
@@ -122,7 +127,7 @@ impl PrunePlan {
                 }
             }
         }
-        PrunePlan { decisions, forget, incomplete, untrusted, partials: Vec::new(), left_alone }
+        PrunePlan { decisions, forget, incomplete, untrusted, partials: Vec::new(), left_alone, chunks: Vec::new() }
     }
 
     /// The retention class of a listed backup for `list`: the rules keeping it ("hourly,daily"), "prune" when the
@@ -144,12 +149,24 @@ impl PrunePlan {
 
     /// Bytes the plan frees.
     pub fn bytes(&self) -> u64 {
-        self.doomed().map(|d| d.bytes).sum::<u64>() + self.partials.iter().map(|p| p.bytes).sum::<u64>()
+        self.doomed().map(|d| d.bytes).sum::<u64>()
+            + self.partials.iter().map(|p| p.bytes).sum::<u64>()
+            + self.chunks.iter().map(|c| c.size).sum::<u64>()
     }
 
     /// Whether there is anything to delete.
     pub fn is_empty(&self) -> bool {
-        self.doomed().next().is_none() && self.partials.is_empty()
+        self.doomed().next().is_none() && self.partials.is_empty() && self.chunks.is_empty()
+    }
+
+    /// Chooses the chunks of `chain` that no base the plan keeps needs: those ending before the oldest kept base's
+    /// window starts (at its start, when the window does not include its start entry).
+    fn choose_chunks(&mut self, chain: &Chain) {
+        let kept: Vec<&BackupId> = self.decisions.iter().filter(|d| d.keep()).map(|d| &d.id).collect();
+        let oldest = chain.bases.iter().filter(|b| kept.contains(&&b.id)).min_by_key(|b| b.start);
+        let Some(oldest) = oldest else { return };
+        let needed = |c: &ChunkRef| c.to > oldest.start || (c.to == oldest.start && oldest.start_inclusive);
+        self.chunks = chain.chunks.iter().filter(|c| !needed(c)).cloned().collect();
     }
 
     /// Every backup directory the plan deletes.
@@ -186,6 +203,16 @@ impl std::fmt::Display for PrunePlan {
         for partial in &self.partials {
             writeln!(f, "delete  {}  {} (partial file of an interrupted write)", partial.key, size(partial.bytes))?;
         }
+        if let (Some(first), Some(last)) = (self.chunks.first(), self.chunks.last()) {
+            let bytes = size(self.chunks.iter().map(|c| c.size).sum());
+            writeln!(
+                f,
+                "delete  {} oplog chunks {} … {}  {bytes} (before the window of the oldest base kept)",
+                self.chunks.len(),
+                describe(first.from),
+                describe(last.to)
+            )?;
+        }
         for left in self.left_alone.iter().rev() {
             writeln!(f, "leave   {}  ({})", left.id, left.reason)?;
         }
@@ -202,6 +229,9 @@ impl std::fmt::Display for PrunePlan {
         }
         if !self.partials.is_empty() {
             write!(f, ", {} partial files deleted", self.partials.len())?;
+        }
+        if !self.chunks.is_empty() {
+            write!(f, ", {} oplog chunks before the oldest kept base deleted", self.chunks.len())?;
         }
         writeln!(f, ", {} freed", size(self.bytes()))
     }
@@ -226,6 +256,7 @@ pub async fn plan(
         .filter(|o| now - o.last_modified > grace)
         .map(|o| Partial { key: o.key, bytes: o.size })
         .collect();
+    plan.choose_chunks(&Chain::load(store, prefix).await?);
     Ok(plan)
 }
 
@@ -245,6 +276,14 @@ pub async fn execute(store: &dyn ObjectStore, plan: PrunePlan) -> Result<PruneRe
         store.delete(&partial.key).await?;
         deleted_objects += 1;
         log::info!("prune: deleted {}, a partial file of an interrupted write ({} bytes)", partial.key, partial.bytes);
+    }
+    // Oldest first: an interrupted prune leaves the chain's tail, never a hole in the middle.
+    for chunk in &plan.chunks {
+        store.delete(&chunk.key).await?;
+        deleted_objects += 1;
+    }
+    if !plan.chunks.is_empty() {
+        log::info!("prune: deleted {} oplog chunks before the oldest kept base", plan.chunks.len());
     }
     let freed_bytes = plan.bytes();
     Ok(PruneReport { plan, deleted_objects, freed_bytes })
@@ -343,6 +382,47 @@ mod tests {
             text.ends_with("summary: 1 kept, 1 deleted, 0 incomplete deleted, 0 left alone, 1010 B freed\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn chunks_go_only_once_no_kept_base_needs_them() {
+        let ts = |time: u32| bson::Timestamp { time, increment: 0 };
+        let base = |id: &str, start: u32, inclusive: bool| crate::oplog::chain::Base {
+            id: BackupId::parse(id).unwrap(),
+            start: ts(start),
+            start_inclusive: inclusive,
+            end: ts(start + 5),
+        };
+        let chunk =
+            |from: u32, to: u32| ChunkRef { key: format!("p/oplog/{from}-{to}"), from: ts(from), to: ts(to), size: 10 };
+        let (old, new) = ("20260501T100000Z-aaaaaa", "20260501T110000Z-bbbbbb");
+        let entries =
+            [entry(old, true, "2026-05-01T10:30:00Z"), entry(new, true, "2026-05-01T11:30:00Z")].map(|mut e| {
+                e.manifest = Some(manifest(&e.id));
+                e
+            });
+        let policy = RetentionConfig {
+            keep_last: 1,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            ..Default::default()
+        };
+        let mut plan = PrunePlan::from_entries(&entries, &policy, "2026-05-01T12:00:00Z".parse().unwrap(), None);
+        let chunks = vec![chunk(100, 160), chunk(160, 200), chunk(200, 260), chunk(260, 300)];
+        // Only the new base (window from 200) is kept: chunks up to 200 go, the one starting at 200 stays.
+        let chain = Chain { bases: vec![base(old, 100, false), base(new, 200, false)], chunks: chunks.clone() };
+        plan.choose_chunks(&chain);
+        assert_eq!(plan.chunks, chunks[..2]);
+        assert!(plan.to_string().contains("2 oplog chunks before the oldest kept base deleted"), "{plan}");
+        // A window that includes its start entry needs the chunk ending exactly there.
+        plan.choose_chunks(&Chain { bases: vec![base(new, 200, true)], chunks: chunks.clone() });
+        assert_eq!(plan.chunks, chunks[..1]);
+        // No kept base with an oplog window: nothing is known to be unneeded, nothing goes.
+        plan.chunks.clear();
+        plan.choose_chunks(&Chain { bases: vec![base(old, 100, false)], chunks });
+        assert!(plan.chunks.is_empty());
     }
 
     fn manifest(id: &BackupId) -> crate::backup::Manifest {
