@@ -195,6 +195,31 @@ async fn restoring_to_any_mark_gives_what_the_server_held_then_across_a_kill_9()
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("base backup") && err.contains("oplog chunks"), "{err}");
     assert!(target.database("dry").list_collection_names().await.unwrap().is_empty());
+
+    // The chain verifies; a flipped byte in a chunk is found by verify, and a --drop restore through that chunk
+    // fails with every target as it was.
+    let (code, _, err) = daemon.cli(&["verify", "--chain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("oplog chain verified") && err.contains("no gap"), "{err}");
+    let oplog_dir = dir.path().join("store/t/oplog");
+    let mut chunk_files: Vec<_> = std::fs::read_dir(&oplog_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    chunk_files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let damaged = chunk_files.last().unwrap();
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(damaged, bytes).unwrap();
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+    let (code, out, _) = daemon.cli(&["verify", "--chain"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(name), "{out}");
+    let before = snapshot(&target, "mark0").await;
+    let time = format!("ts:{},{}", ts.time, ts.increment);
+    let args = ["restore", "--time", &time, "--to", &target_uri, "--nsFrom", &format!("{db}.*"), "--nsTo", "mark0.*"];
+    let (code, _, err) = daemon.cli(&[&args[..], &["--drop"]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(name), "{err}");
+    assert!(snapshot(&target, "mark0").await == before, "a failed --drop restore changed its target");
     target_server.kill().unwrap();
 }
 
