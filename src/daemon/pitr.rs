@@ -24,8 +24,10 @@ use crate::mongo::NamespaceFilter;
 use crate::oplog::archiver::{self, ArchiveSettings, ArchiveStatus, Resume, SealRequest, Stop};
 use crate::oplog::chain::{Chain, describe};
 
-/// How long the supervisor waits before retrying after an error (server or store unreachable).
+/// How long the supervisor waits before retrying after an error (server or store unreachable), doubling up to
+/// [`RETRY_MAX`] while the errors go on.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// What `status` and the kick see of archiving.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -131,13 +133,18 @@ pub struct Supervisor {
 impl Supervisor {
     /// Archives until cancelled: each turn resumes from the store, and a gap or a missing base starts a base.
     pub async fn run(mut self) {
+        let mut retry = RETRY_AFTER;
         while !self.cancel.is_cancelled() {
             let wait = match self.turn().await {
-                Ok(()) => Duration::ZERO,
+                Ok(()) => {
+                    retry = RETRY_AFTER;
+                    Duration::ZERO
+                }
                 Err(e) => {
-                    log::error!("point-in-time archiving: {e}; retrying in {}s", RETRY_AFTER.as_secs());
+                    log::error!("point-in-time archiving: {e}; retrying in {}s", retry.as_secs());
                     self.pitr.update(|s| s.last_problem = Some(e.to_string()));
-                    RETRY_AFTER
+                    retry = (retry * 2).min(RETRY_MAX);
+                    retry / 2
                 }
             };
             self.pitr.update_archive(|s| s.archiving = false);
@@ -153,6 +160,16 @@ impl Supervisor {
         let store = crate::store::open(&self.config.storage)?;
         let chain = Chain::load(store.as_ref(), &self.settings.prefix).await?;
         let Some(base) = chain.bases.last().cloned() else {
+            let client = crate::mongo::connect(&self.config.mongodb).await?;
+            let server = crate::mongo::server_info(&client).await;
+            crate::mongo::close(client).await;
+            if server?.replica_set.is_none() {
+                return Err(Error::Refused(
+                    "the server is standalone, without an oplog to archive: point-in-time archiving needs a \
+                     replica-set member (a one-member replica set will do); set [pitr] enabled = false"
+                        .into(),
+                ));
+            }
             return self.base_backup("no base backup with an oplog slice yet").await;
         };
         let resume = match chain.chunks.iter().map(|c| c.to).max() {
