@@ -6,6 +6,8 @@
 # Exports: MBA_TEST_MONGODB_URI, MBA_TEST_MONGODB_PID (when it started the server: the bench counts its CPU),
 #          MBA_SECANTUSD (binary, for tests that need a server of their own to stop),
 #          MBA_AZURITE_BLOB (binary), MBA_TEST_AZURITE_BLOB_ENDPOINT (http://127.0.0.1:PORT/devstoreaccount1),
+#          MBA_MONGO_TOOLS_DIR (stock mongodump/mongorestore/bsondump 100.18.0, checksums verified: the
+#          compatibility tests and the bench's peer rows run them),
 #          MBA_TEST_SMTP_PYTHON (a python with aiosmtpd: the notification tests start tests/harness/smtp-sink.py
 #          with it, one sink per test, plain or with STARTTLS or SMTPS and a certificate of their own).
 set -euo pipefail
@@ -34,6 +36,7 @@ if ! command -v openssl >/dev/null || [ ! -x /bin/kill ]; then
 fi
 
 export MBA_SECANTUSD="$(bash "$here/install-secantus.sh")"
+export MBA_MONGO_TOOLS_DIR="$(bash "$here/install-mongo-tools.sh")"
 if [ -z "${MBA_TEST_MONGODB_URI:-}" ]; then
   port="$(free_port)"
   mkdir -p "$work/secantus"
