@@ -16,11 +16,9 @@ use futures::TryStreamExt;
 use mongodb::Client;
 
 /// Runs a stock tool against `uri` with `args`; panics with its output unless it succeeds.
-fn stock(tool: &str, uri: &str, args: &[&str]) -> String {
+fn stock(tool: &str, uri: &str, args: &[&str]) {
     let out = Command::new(mongo_tool(tool)).arg(format!("--uri={uri}")).args(args).output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{tool} {args:?} failed: {log}");
-    log
+    assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `zstd -dc FILE | mongorestore --archive ARGS`: how a user restores our stored zstd archive with stock tools.
@@ -35,6 +33,11 @@ fn stock_restore_zstd(file: &Path, uri: &str, args: &[&str]) {
         .unwrap();
     assert!(zstd.wait().unwrap().success());
     assert!(out.status.success(), "zstd -dc | mongorestore failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Our `restore --archive FILE --to URI ARGS` through the binary: exit code, stdout, stderr.
+fn restore_archive(file: &Path, to: &str, args: &[&str]) -> (i32, String, String) {
+    cli(&[&["restore", "--archive", file.to_str().unwrap(), "--to", to], args].concat())
 }
 
 /// One document holding every BSON type (dbPointer through Extended JSON: the crate has no constructor for it).
@@ -185,6 +188,7 @@ async fn stock_mongorestore_restores_our_archives() {
     let (code, out, err) = cli(&["--config", &config, "backup", "--json"]);
     assert_eq!(code, 0, "{err}");
     let manifest: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The filesystem store's layout: <path>/<prefix>/<id>/archive.zst (README "Storage layout").
     let stored = dir.path().join("store/t").join(manifest["id"].as_str().unwrap()).join("archive.zst");
     assert!(stored.is_file(), "{}", stored.display());
     let export = |compression: &str| {
@@ -202,7 +206,7 @@ async fn stock_mongorestore_restores_our_archives() {
         assert_eq!(code, 0, "{err}");
         file
     };
-    let (plain, gzip) = (export("none"), export("gzip"));
+    let [plain, gzip] = ["none", "gzip"].map(|c| format!("--archive={}", export(c).display()));
     for (how, suffix) in [
         ("mongorestore --archive", "n"),
         ("mongorestore --gzip --archive", "g"),
@@ -217,16 +221,8 @@ async fn stock_mongorestore_restores_our_archives() {
         ];
         let renames: Vec<&str> = renames.iter().map(String::as_str).collect();
         match suffix {
-            "n" => drop(stock(
-                "mongorestore",
-                &uri(),
-                &[&[&*format!("--archive={}", plain.display())], &renames[..]].concat(),
-            )),
-            "g" => drop(stock(
-                "mongorestore",
-                &uri(),
-                &[&["--gzip", &*format!("--archive={}", gzip.display())], &renames[..]].concat(),
-            )),
+            "n" => stock("mongorestore", &uri(), &[&[&*plain], &renames[..]].concat()),
+            "g" => stock("mongorestore", &uri(), &[&["--gzip", &*gzip], &renames[..]].concat()),
             _ => stock_restore_zstd(&stored, &uri(), &renames),
         }
         assert_same(&client, &a, &client, &to_a, how).await;
@@ -244,12 +240,11 @@ async fn we_restore_stock_mongodump_archives() {
     let target = Client::with_uri_str(&target_uri).await.unwrap();
     seed(&source, "shop", "billing").await;
     for gzip in [false, true] {
+        let compression: &[&str] = if gzip { &["--gzip"] } else { &[] };
         let file = dir.path().join(format!("whole-{gzip}.archive"));
-        let mut args = vec![format!("--archive={}", file.display())];
-        args.extend(gzip.then(|| "--gzip".to_string()));
-        stock("mongodump", &source_uri, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        stock("mongodump", &source_uri, &[&[&*format!("--archive={}", file.display())], compression].concat());
         // A whole-server dump restored whole into an empty server (compression is detected, no flag needed).
-        let (code, _, err) = cli(&["restore", "--archive", file.to_str().unwrap(), "--to", &target_uri, "--drop"]);
+        let (code, _, err) = restore_archive(&file, &target_uri, &["--drop"]);
         assert_eq!(code, 0, "{err}");
         for db in ["shop", "billing"] {
             assert_same(&source, db, &target, db, &format!("whole server, gzip {gzip}")).await;
@@ -259,24 +254,10 @@ async fn we_restore_stock_mongodump_archives() {
         stock(
             "mongodump",
             &source_uri,
-            &[
-                &["--db=shop", &*format!("--archive={}", file.display())],
-                &args[1..].iter().map(String::as_str).collect::<Vec<_>>()[..],
-            ]
-            .concat(),
+            &[&["--db=shop", &*format!("--archive={}", file.display())], compression].concat(),
         );
         let to = unique("from_mongodump");
-        let (code, _, err) = cli(&[
-            "restore",
-            "--archive",
-            file.to_str().unwrap(),
-            "--to",
-            &uri(),
-            "--nsFrom",
-            "shop.*",
-            "--nsTo",
-            &format!("{to}.*"),
-        ]);
+        let (code, _, err) = restore_archive(&file, &uri(), &["--nsFrom", "shop.*", "--nsTo", &format!("{to}.*")]);
         assert_eq!(code, 0, "{err}");
         assert_same(&source, "shop", &client().await, &to, &format!("--db, gzip {gzip}")).await;
     }
@@ -362,8 +343,7 @@ async fn restore_options_match_mongorestore() {
         let before = server(&ours).await;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         stock("mongorestore", &theirs_uri, &[&[&*format!("--archive={}", archive.display())], &args[..]].concat());
-        let (code, _, err) =
-            cli(&[&["restore", "--archive", archive.to_str().unwrap(), "--to", &ours_uri], &args[..]].concat());
+        let (code, _, err) = restore_archive(&archive, &ours_uri, &args);
         let (theirs_now, ours_now) = (server(&theirs).await, server(&ours).await);
         match expected {
             Parity::Same => {
@@ -401,10 +381,8 @@ async fn mongodump_timeseries_archive_is_read_and_restored_or_refused_cleanly() 
 
     let (db, client) = (unique("timeseries"), client().await);
     let restore = |extra: &[&str]| {
-        let (target, to) = (uri(), format!("{db}.*"));
-        let mut args = vec!["restore", "--archive", fixture, "--to", &target, "--nsFrom", "test.*", "--nsTo", &to];
-        args.extend_from_slice(extra);
-        cli(&args)
+        let to = format!("{db}.*");
+        restore_archive(Path::new(fixture), &uri(), &[&["--nsFrom", "test.*", "--nsTo", &to], extra].concat())
     };
     let (code, _, err) = restore(&[]);
     // with-services.sh sets MBA_TEST_MONGODB_PID only when it started SecantusDB itself.
