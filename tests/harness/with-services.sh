@@ -35,8 +35,10 @@ if ! command -v openssl >/dev/null || [ ! -x /bin/kill ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl procps) >&2
 fi
 
-export MBA_SECANTUSD="$(bash "$here/install-secantus.sh")"
-export MBA_MONGO_TOOLS_DIR="$(bash "$here/install-mongo-tools.sh")"
+# Assigned before export: `export X="$(cmd)"` would hide cmd's failure from `set -e` and run the suite anyway.
+MBA_SECANTUSD="$(bash "$here/install-secantus.sh")"
+MBA_MONGO_TOOLS_DIR="$(bash "$here/install-mongo-tools.sh")"
+export MBA_SECANTUSD MBA_MONGO_TOOLS_DIR
 if [ -z "${MBA_TEST_MONGODB_URI:-}" ]; then
   port="$(free_port)"
   mkdir -p "$work/secantus"
