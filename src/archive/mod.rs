@@ -13,7 +13,9 @@
 //!   DOC {db, collection, EOF:true, CRC}     FF FF FF FF
 //! ```
 //!
-//! The CRC is CRC-64/XZ (Go's `crc64.ECMA` table) over the collection's concatenated documents.
+//! The CRC is CRC-64/XZ (Go's `crc64.ECMA` table) over the collection's concatenated documents. A time-series
+//! collection's blocks name its bucket collection, `db.system.buckets.coll`, while the prelude and everything else
+//! name `db.coll` ([`PreludeEntry::data_namespace`]).
 
 mod error;
 mod filter;
@@ -25,7 +27,7 @@ mod writer;
 pub use error::ArchiveError;
 pub use filter::NamespaceFilter;
 pub use metadata::{CollectionKind, CollectionMetadata};
-pub use prelude::{ArchiveHeader, Namespace, PreludeEntry};
+pub use prelude::{ArchiveHeader, Namespace, PreludeEntry, TIMESERIES_BUCKETS_PREFIX};
 pub use reader::{ArchiveItem, ArchiveReader};
 pub use writer::{ArchiveWriter, NamespaceStats};
 

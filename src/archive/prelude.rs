@@ -105,6 +105,18 @@ pub struct PreludeEntry {
 }
 
 impl PreludeEntry {
+    /// The namespace this entry's documents travel under in the blocks. mongodump 100.x announces a time-series
+    /// collection `db.coll` in the prelude but sends its buckets as `db.system.buckets.coll`, except from servers
+    /// 8.3 and newer, whose time-series collections have no separate bucket collection (mongo-tools
+    /// `common/archive/demultiplexer.go`). `server_version` is the archive header's: the dumped server's.
+    pub fn data_namespace(&self, server_version: &str) -> Namespace {
+        if self.kind == "timeseries" && !has_viewless_timeseries(server_version) {
+            Namespace::new(&self.namespace.db, format!("{TIMESERIES_BUCKETS_PREFIX}{}", self.namespace.collection))
+        } else {
+            self.namespace.clone()
+        }
+    }
+
     pub(super) fn to_document(&self) -> Document {
         doc! {
             "db": &self.namespace.db,
@@ -126,6 +138,19 @@ impl PreludeEntry {
             metadata: doc.get_str("metadata").unwrap_or_default().to_string(),
             kind: doc.get_str("type").unwrap_or_default().to_string(),
         })
+    }
+}
+
+/// Where a time-series collection's buckets live on servers before 8.3: `db.system.buckets.<name>`.
+pub const TIMESERIES_BUCKETS_PREFIX: &str = "system.buckets.";
+
+/// Whether a server of this version keeps time-series buckets under the collection's own name (8.3+); a version
+/// that does not parse counts as older, as in mongo-tools.
+fn has_viewless_timeseries(server_version: &str) -> bool {
+    let mut parts = server_version.split(['.', '-', '+']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (8, 3),
+        _ => false,
     }
 }
 

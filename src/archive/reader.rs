@@ -94,7 +94,9 @@ impl<R: AsyncRead + Unpin> ArchiveReader<R> {
                     PreludeEntry::from_document(&to_document(&raw, at)?)?
                 }
             };
-            if reader.index.insert(entry.namespace.clone(), reader.prelude.len()).is_some() {
+            // Blocks are looked up by the name they travel under (the buckets of a time-series collection).
+            let data_namespace = entry.data_namespace(&reader.header.server_version);
+            if reader.index.insert(data_namespace, reader.prelude.len()).is_some() {
                 return Err(ArchiveError::Structure(format!("{} appears twice in the prelude", entry.namespace)));
             }
             reader.prelude.push(entry);

@@ -111,6 +111,54 @@ async fn reads_real_mongodump_archive() {
     assert_eq!(bar.unwrap().get_str("foo").unwrap(), "bar");
 }
 
+/// Stock mongodump 100.18.0 announces a time-series collection by its name and sends its buckets as
+/// `system.buckets.<name>` blocks: we read them as the announced collection's documents.
+#[tokio::test]
+async fn reads_mongodump_timeseries_archive() {
+    let bytes = fixture("timeseries.archive");
+    let reader = ArchiveReader::open(&bytes[..]).await.unwrap();
+    assert_eq!(
+        (reader.header().server_version.as_str(), reader.header().tool_version.as_str()),
+        ("8.2.11", "100.18.0")
+    );
+    let kinds: Vec<_> = reader.prelude().iter().map(|e| (e.namespace.to_string(), e.kind.as_str())).collect();
+    assert_eq!(kinds, [("test.plain".to_string(), "collection"), ("test.weather".to_string(), "timeseries")]);
+    let weather = &reader.prelude()[1];
+    assert_eq!(weather.data_namespace(&reader.header().server_version).to_string(), "test.system.buckets.weather");
+    let meta = CollectionMetadata::parse(&weather.namespace, &weather.metadata, &weather.kind).unwrap();
+    assert_eq!(meta.kind, CollectionKind::Timeseries);
+    assert_eq!(meta.options.get_document("timeseries").unwrap().get_str("timeField").unwrap(), "t");
+    let items = read_all(&bytes).await.unwrap();
+    assert_eq!(ends(&items), vec![("test.plain".into(), 3), ("test.weather".into(), 2)]);
+    let bucket = items.iter().find_map(|i| match i {
+        ArchiveItem::Document { ns: 1, document } => Some(bson::Document::from_reader(&document[..]).unwrap()),
+        _ => None,
+    });
+    assert!(bucket.unwrap().contains_key("control"), "the documents are buckets");
+}
+
+/// Our writer names a time-series collection's blocks as mongodump does for the dumped server's version, so stock
+/// mongorestore finds them, and our reader reads either form back.
+#[tokio::test]
+async fn timeseries_blocks_carry_the_bucket_namespace_before_8_3() {
+    let ts = PreludeEntry { kind: "timeseries".into(), ..entry("d", "ts") };
+    for (version, blocks_named) in [("5.0.0", "system.buckets.ts"), ("8.2.11", "system.buckets.ts"), ("8.3.0", "ts")] {
+        assert_eq!(ts.data_namespace(version).collection, blocks_named, "{version}");
+        let mut w =
+            ArchiveWriter::begin(Vec::new(), &ArchiveHeader::new(1, version), std::slice::from_ref(&ts)).await.unwrap();
+        w.write_block(0, &raw(doc! {"_id": 1}), 1).await.unwrap();
+        w.end_collection(0).await.unwrap();
+        let (bytes, stats) = w.finish().await.unwrap();
+        assert_eq!(stats[0].namespace.to_string(), "d.ts");
+        let header = raw(doc! {"db": "d", "collection": blocks_named, "EOF": false, "CRC": 0_i64});
+        find(&bytes, &header, 0); // panics unless a block header names `blocks_named`
+        assert_eq!(ends(&read_all(&bytes).await.unwrap()), vec![("d.ts".into(), 1)]);
+    }
+    // An ordinary collection never moves, and an unparseable version counts as older.
+    assert_eq!(entry("d", "c").data_namespace("5.0.0").collection, "c");
+    assert_eq!(ts.data_namespace("").collection, "system.buckets.ts");
+}
+
 #[tokio::test]
 async fn bad_metadata_names_the_namespace() {
     let bytes = fixture("bad-format.archive");

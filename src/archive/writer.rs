@@ -21,6 +21,8 @@ pub struct NamespaceStats {
 
 struct Slot {
     stats: NamespaceStats,
+    /// The name its block headers carry: the buckets of a time-series collection, else the collection.
+    data_namespace: Namespace,
     digest: Crc64Digest,
     ended: bool,
 }
@@ -41,6 +43,7 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
                 .iter()
                 .map(|entry| Slot {
                     stats: NamespaceStats { namespace: entry.namespace.clone(), documents: 0, bytes: 0, crc: 0 },
+                    data_namespace: entry.data_namespace(&header.server_version),
                     digest: Crc64Digest::new(),
                     ended: false,
                 })
@@ -65,7 +68,7 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
         slot.digest.write(documents);
         slot.stats.documents += count;
         slot.stats.bytes += documents.len() as u64;
-        let header = BlockHeader { namespace: slot.stats.namespace.clone(), eof: false, crc: 0 };
+        let header = BlockHeader { namespace: slot.data_namespace.clone(), eof: false, crc: 0 };
         self.write_document(&header.to_document()).await?;
         self.write_raw(documents).await?;
         self.write_raw(&TERMINATOR.to_le_bytes()).await
@@ -76,7 +79,7 @@ impl<W: AsyncWrite + Unpin> ArchiveWriter<W> {
         let slot = self.open_slot(ns)?;
         slot.ended = true;
         slot.stats.crc = std::mem::take(&mut slot.digest).sum64();
-        let header = BlockHeader { namespace: slot.stats.namespace.clone(), eof: true, crc: slot.stats.crc };
+        let header = BlockHeader { namespace: slot.data_namespace.clone(), eof: true, crc: slot.stats.crc };
         self.write_document(&header.to_document()).await?;
         self.write_raw(&TERMINATOR.to_le_bytes()).await
     }

@@ -96,7 +96,9 @@ async fn describe(client: &Client, namespace: Namespace, spec: &Document) -> Res
     let indexes = if kind == CollectionKind::View {
         Vec::new()
     } else {
-        let list = cursor_command(&db, doc! {"listIndexes": &source.collection});
+        // On the collection's own name also for time series: mongodump archives their indexes as the collection
+        // shows them (`{m: 1, t: 1}`), which is what mongorestore, and ours, create again on it.
+        let list = cursor_command(&db, doc! {"listIndexes": &namespace.collection});
         match super::bounded(&format!("listing indexes of {namespace}"), list).await {
             Ok(indexes) => indexes,
             Err(Error::Mongo { source, .. }) if super::server_code(&source) == Some(super::NAMESPACE_NOT_FOUND) => {

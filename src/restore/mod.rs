@@ -10,6 +10,7 @@
 mod plan;
 mod rename;
 mod staging;
+mod timeseries;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -238,7 +239,7 @@ async fn create_collections(client: &Client, plan: &RestorePlan) -> Result<()> {
     ordered.sort_by_key(|p| p.metadata.kind == CollectionKind::View);
     for p in ordered {
         let mut command = doc! {"create": &p.write_to.collection};
-        for (k, v) in &p.metadata.options {
+        for (k, v) in &timeseries::create_options(&p.metadata.options) {
             command.insert(k, v.clone());
         }
         client
@@ -270,14 +271,11 @@ async fn build_indexes(client: &Client, plan: &RestorePlan) -> Result<()> {
         if specs.is_empty() {
             continue;
         }
-        let collection = if p.metadata.kind == CollectionKind::Timeseries {
-            format!("system.buckets.{}", p.write_to.collection)
-        } else {
-            p.write_to.collection.clone()
-        };
+        // A time-series collection's indexes are archived in its own terms (as listIndexes shows them on it) and
+        // built on it, as mongorestore does; the server maps them onto the buckets.
         client
             .database(&p.write_to.db)
-            .run_command(doc! {"createIndexes": collection, "indexes": specs})
+            .run_command(doc! {"createIndexes": &p.write_to.collection, "indexes": specs})
             .await
             .map_err(Error::mongo(format!("building indexes of {}", p.write_to)))?;
     }
@@ -363,7 +361,7 @@ impl Inserter {
         let entry = self
             .pending
             .entry(planned.target.clone())
-            .or_insert_with(|| (Vec::new(), 0, capped, planned.write_to.clone()));
+            .or_insert_with(|| (Vec::new(), 0, capped, timeseries::data_target(planned)));
         entry.1 += doc.as_bytes().len();
         entry.0.push(doc);
         if entry.0.len() >= self.batch_size || entry.1 >= BATCH_BYTES {

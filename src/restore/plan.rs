@@ -170,6 +170,9 @@ pub async fn plan(
             occupied.join(", ")
         )));
     }
+    if !options.dry_run {
+        super::timeseries::check_target(client, &namespaces).await?;
+    }
     Ok(RestorePlan { namespaces, replay_oplog, users: Vec::new(), roles: Vec::new() })
 }
 async fn has_documents(client: &Client, ns: &Namespace) -> Result<bool> {

@@ -177,3 +177,15 @@ fn own_server_on(dir: &std::path::Path, port: u16, extra: &[&str]) -> (std::proc
     }
     (child, format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=2000"))
 }
+
+/// A stock MongoDB Database Tools 100.18.0 binary (`mongodump`, `mongorestore`, `bsondump`), checksum-verified by
+/// tests/harness/install-mongo-tools.sh; tests are never skipped, so a missing variable is a loud failure.
+pub fn mongo_tool(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var("MBA_MONGO_TOOLS_DIR").expect(
+        "MBA_MONGO_TOOLS_DIR is not set: run the tests with `make test` (tests/harness/with-services.sh installs the \
+         stock mongo-tools)",
+    );
+    let path = Path::new(&dir).join(name);
+    assert!(path.is_file(), "{} is missing: see tests/harness/install-mongo-tools.sh", path.display());
+    path
+}

@@ -6,6 +6,8 @@
 # Exports: MBA_TEST_MONGODB_URI, MBA_TEST_MONGODB_PID (when it started the server: the bench counts its CPU),
 #          MBA_SECANTUSD (binary, for tests that need a server of their own to stop),
 #          MBA_AZURITE_BLOB (binary), MBA_TEST_AZURITE_BLOB_ENDPOINT (http://127.0.0.1:PORT/devstoreaccount1),
+#          MBA_MONGO_TOOLS_DIR (stock mongodump/mongorestore/bsondump 100.18.0, checksums verified: the
+#          compatibility tests and the bench's peer rows run them),
 #          MBA_TEST_SMTP_PYTHON (a python with aiosmtpd: the notification tests start tests/harness/smtp-sink.py
 #          with it, one sink per test, plain or with STARTTLS or SMTPS and a certificate of their own).
 set -euo pipefail
@@ -33,7 +35,10 @@ if ! command -v openssl >/dev/null || [ ! -x /bin/kill ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl procps) >&2
 fi
 
-export MBA_SECANTUSD="$(bash "$here/install-secantus.sh")"
+# Assigned before export: `export X="$(cmd)"` would hide cmd's failure from `set -e` and run the suite anyway.
+MBA_SECANTUSD="$(bash "$here/install-secantus.sh")"
+MBA_MONGO_TOOLS_DIR="$(bash "$here/install-mongo-tools.sh")"
+export MBA_SECANTUSD MBA_MONGO_TOOLS_DIR
 if [ -z "${MBA_TEST_MONGODB_URI:-}" ]; then
   port="$(free_port)"
   mkdir -p "$work/secantus"

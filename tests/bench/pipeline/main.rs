@@ -1,10 +1,12 @@
-//! `make bench`: every stage of backup and restore measured against the limit of this machine, in one run,
+//! `make bench`: every stage of backup and restore measured against the limit of this machine and against stock
+//! mongodump/mongorestore (the peer table, first), in one run,
 //! interleaved, median of several rounds; prints a markdown table and writes it as JSON to `target/bench/`.
 //!
 //! Needs the services of `tests/harness/with-services.sh` and the release binary; `tests/bench/run.sh` provides
 //! both. Settings (environment): `MBA_BENCH_MIB` data set size (1024), `MBA_BENCH_ROUNDS` (3), `MBA_BENCH_SEED`
 //! (1), `MBA_BENCH_CASES` (comma-separated case names to run; all by default), `MBA_BENCH_AGENT` (the binary).
-//! `MBA_TEST_MONGODB_PID` (set by the harness when it started the server) adds the server's CPU seconds.
+//! `MBA_TEST_MONGODB_PID` (set by the harness when it started the server) adds the server's CPU seconds;
+//! `MBA_MONGO_TOOLS_DIR` (set by the harness) holds the stock mongodump and mongorestore the peer cases run.
 
 mod cpu;
 mod dataset;
@@ -30,6 +32,10 @@ struct Work {
     endpoint: String,
     plain: PathBuf,
     zstd: PathBuf,
+    /// Stock mongodump's `--gzip` archive of the data set, for the mongorestore peer cases.
+    dump_gzip: PathBuf,
+    /// The stock mongo-tools (`MBA_MONGO_TOOLS_DIR`, set by the harness).
+    mongo_tools: PathBuf,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -65,6 +71,8 @@ async fn run() {
         endpoint: std::env::var("MBA_TEST_AZURITE_BLOB_ENDPOINT").expect("MBA_TEST_AZURITE_BLOB_ENDPOINT"),
         plain: dir.join("plain.archive"),
         zstd: dir.join("archive.zst"),
+        dump_gzip: dir.join("mongodump.archive.gz"),
+        mongo_tools: std::env::var_os("MBA_MONGO_TOOLS_DIR").map(PathBuf::from).expect("MBA_MONGO_TOOLS_DIR"),
         dir,
     };
     let client = mongodb::Client::with_uri_str(&work.uri).await.expect("connect");
@@ -89,6 +97,10 @@ async fn run() {
     let mut cases = report::cases(threads, level);
     if !only.is_empty() {
         cases.retain(|c| only.iter().any(|o| o == c.name));
+    }
+    if cases.iter().any(|c| c.name.starts_with("mongorestore-")) {
+        // What the mongorestore cases restore: mongodump's own gzip archive of the same data (untimed).
+        timed(&mut peer(&work, "mongodump", &["--gzip", &format!("--archive={}", path(&work.dump_gzip))]), &work.dir);
     }
     limits::raw_read(&client, &filter, defaults.backup.parallel_collections, defaults.backup.batch_size).await;
 
@@ -116,7 +128,7 @@ async fn run() {
         }
     }
     let result = report::Report::new(mib, rounds, dataset, plain_bytes, zstd_bytes, &cases, samples);
-    let table = result.markdown();
+    let table = format!("{}\n{}", result.peers(), result.markdown());
     println!("{table}");
     std::fs::create_dir_all(&out_dir).expect("create target/bench");
     let json_path = out_dir.join(format!("bench-{mib}.json"));
@@ -201,20 +213,55 @@ async fn measure(
             return Sample::new(case.name, elapsed, put.bytes, None);
         }
         "restore" => {
-            let run = agent(
-                work,
-                &[
-                    "restore",
-                    "--archive",
-                    path(&work.plain),
-                    "--to",
-                    &work.uri,
-                    "--nsFrom",
-                    "bench_$d$.$c$",
-                    "--nsTo",
-                    "restored_$d$.$c$",
-                ],
-            );
+            let run = agent(work, &restore_args(work, &work.plain));
+            let elapsed = started.elapsed().as_secs_f64();
+            drop_databases(client, "restored_").await;
+            return Sample::new(case.name, elapsed, plain_bytes, Some(run));
+        }
+        "restore-zstd" => {
+            let run = agent(work, &restore_args(work, &work.zstd));
+            let elapsed = started.elapsed().as_secs_f64();
+            drop_databases(client, "restored_").await;
+            return Sample::new(case.name, elapsed, plain_bytes, Some(run));
+        }
+        "mongodump-gzip" | "mongodump-null" | "mongodump-zstd" => {
+            let out = work.dir.join("mongodump.out");
+            let run = match case.name {
+                "mongodump-gzip" => {
+                    timed(&mut peer(work, "mongodump", &["--gzip", &format!("--archive={}", path(&out))]), &work.dir)
+                }
+                "mongodump-null" => timed(&mut peer(work, "mongodump", &["--archive=/dev/null"]), &work.dir),
+                // One shell pipeline: /usr/bin/time sums the CPU of both and reports the larger peak RSS.
+                _ => {
+                    let dump = peer(work, "mongodump", &["--archive"]);
+                    let line = format!(
+                        "{} {} | zstd -q -3 -T2 -o {}",
+                        dump.get_program().to_string_lossy(),
+                        dump.get_args().map(|a| format!("'{}'", a.to_string_lossy())).collect::<Vec<_>>().join(" "),
+                        path(&out)
+                    );
+                    timed(Command::new("bash").args(["-o", "pipefail", "-c"]).arg(line), &work.dir)
+                }
+            };
+            if out.exists() {
+                // Durable like an archive our filesystem store commits.
+                std::fs::File::open(&out).and_then(|f| f.sync_all()).expect("fsync mongodump's output");
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let _ = std::fs::remove_file(&out);
+            return Sample::new(case.name, elapsed, plain_bytes, Some(run));
+        }
+        name if name.starts_with("mongorestore-gzip") => {
+            let workers = name.strip_prefix("mongorestore-gzip-w").unwrap_or("1");
+            let args = [
+                "--gzip".to_string(),
+                format!("--archive={}", path(&work.dump_gzip)),
+                format!("--numInsertionWorkersPerCollection={workers}"),
+                "--nsFrom=bench_$d$.$c$".to_string(),
+                "--nsTo=restored_$d$.$c$".to_string(),
+            ];
+            let run =
+                timed(&mut peer(work, "mongorestore", &args.iter().map(String::as_str).collect::<Vec<_>>()), &work.dir);
             let elapsed = started.elapsed().as_secs_f64();
             drop_databases(client, "restored_").await;
             return Sample::new(case.name, elapsed, plain_bytes, Some(run));
@@ -230,6 +277,28 @@ async fn measure(
         other => panic!("unknown case {other}"),
     };
     Sample::new(case.name, started.elapsed().as_secs_f64(), bytes, child)
+}
+
+/// Our restore of `archive` into `restored_*` databases, as the mongorestore peer cases restore theirs.
+fn restore_args<'a>(work: &'a Work, archive: &'a Path) -> [&'a str; 9] {
+    [
+        "restore",
+        "--archive",
+        path(archive),
+        "--to",
+        &work.uri,
+        "--nsFrom",
+        "bench_$d$.$c$",
+        "--nsTo",
+        "restored_$d$.$c$",
+    ]
+}
+
+/// A stock mongo-tools command against the bench server with `args`.
+fn peer(work: &Work, tool: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(work.mongo_tools.join(tool));
+    command.arg(format!("--uri={}", work.uri)).arg("--quiet").args(args);
+    command
 }
 
 fn includes() -> Vec<String> {

@@ -113,8 +113,32 @@ pub fn cases(threads: u32, (zstd_level, gzip_level): (i32, u32)) -> Vec<Case> {
         ),
         plain("bare-load", Judge::Limit, "bare unordered `insert_many` loader, same batches and parallelism".into()),
         plain("restore", Judge::SpeedAtLeast("bare-load", 0.8), "restore of the plain archive (new databases)".into()),
+        plain("restore-zstd", Judge::SpeedAtLeast("bare-load", 0.0), "restore of the stored zstd archive".into()),
+        peer("mongodump-gzip", "`mongodump --archive=FILE --gzip`"),
+        peer("mongodump-zstd", &format!("`mongodump --archive | zstd -{zstd_level} -T{threads}` into a file")),
+        peer("mongodump-null", "`mongodump --archive=/dev/null`: the source limit as mongodump sees it"),
+        peer("mongorestore-gzip", "`mongorestore --gzip --archive` of mongodump's archive, its defaults"),
+        peer("mongorestore-gzip-w2", "the same with `--numInsertionWorkersPerCollection 2`"),
+        peer("mongorestore-gzip-w4", "the same with `--numInsertionWorkersPerCollection 4`"),
     ]
 }
+
+/// A stock mongo-tools run: what a user would otherwise run; compared in [`Report::peers`].
+fn peer(name: &'static str, what: &str) -> Case {
+    Case { name, backup: None, command: None, judge: Judge::Limit, what: what.to_string() }
+}
+
+/// Our case, the peer cases it is compared with (the best of them counts), and the targets of issue 15 for the
+/// time and the peak RSS ratios (0 = reported, no target).
+const PEERS: &[(&str, &[&str], f64, f64)] = &[
+    ("backup-fs-zstd-oplog", &["mongodump-gzip"], 0.6, 0.5),
+    ("backup-fs-zstd-oplog", &["mongodump-null"], 1.15, 0.5),
+    ("backup-fs-zstd-oplog", &["mongodump-zstd"], 0.0, 0.0),
+    ("backup-fs-zstd", &["mongodump-null"], 0.0, 0.0),
+    ("backup-fs-gzip", &["mongodump-gzip"], 0.0, 0.0),
+    ("restore-zstd", &["mongorestore-gzip", "mongorestore-gzip-w2", "mongorestore-gzip-w4"], 0.7, 0.5),
+    ("restore-zstd", &["mongorestore-gzip"], 0.0, 0.0),
+];
 
 /// What `/usr/bin/time` says of a case run as a child process.
 #[derive(Debug, Clone, Copy)]
@@ -339,6 +363,47 @@ impl Report {
         }
         if !out.is_empty() {
             out.push('\n');
+        }
+        out
+    }
+
+    /// The peer table: each of our cases against what a user would run instead, same data, same run. Ratios are
+    /// ours / theirs (below 1 is better); against several peer settings the fastest counts.
+    pub fn peers(&self) -> String {
+        let row = |name: &str| self.rows.iter().find(|r| r.case.name == name);
+        let mut out = String::from(
+            "| ours | theirs | wall s ours / theirs | ratio | target | CPU s ours / theirs | peak RSS MiB ours / theirs \
+             | ratio | target |\n|---|---|---:|---:|---|---:|---:|---:|---|\n",
+        );
+        for (ours, theirs, time_target, rss_target) in PEERS {
+            let Some(ours_row) = row(ours) else { continue };
+            let Some(best) = theirs.iter().filter_map(|t| row(t)).min_by(|a, b| a.median.total_cmp(&b.median)) else {
+                continue;
+            };
+            let name = if theirs.len() > 1 {
+                format!("best of {}: {}", theirs.join(", "), best.case.name)
+            } else {
+                best.case.name.to_string()
+            };
+            let verdict = |ratio: Option<f64>, target: f64| match ratio {
+                Some(r) if target > 0.0 => format!("≤ {target} {}", if r <= target { "✅" } else { "❌" }),
+                _ => String::new(),
+            };
+            let pair = |a: Option<f64>, b: Option<f64>, digits: usize| {
+                let show = |v: Option<f64>| v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "–".into());
+                format!("{} / {}", show(a), show(b))
+            };
+            let time_ratio = ours_row.median / best.median;
+            let rss_ratio = ours_row.rss_mib.zip(best.rss_mib).map(|(a, b)| a / b);
+            out.push_str(&format!(
+                "| {ours} | {name} | {} | {time_ratio:.2} | {} | {} | {} | {} | {} |\n",
+                pair(Some(ours_row.median), Some(best.median), 2),
+                verdict(Some(time_ratio), *time_target),
+                pair(ours_row.cpu_secs, best.cpu_secs, 2),
+                pair(ours_row.rss_mib, best.rss_mib, 0),
+                rss_ratio.map(|r| format!("{r:.2}")).unwrap_or_default(),
+                verdict(rss_ratio, *rss_target),
+            ));
         }
         out
     }
