@@ -5,9 +5,9 @@
 //! * Only namespaces the restore owns are touched: those the archive holds, and those the slice itself creates or
 //!   renames into. An entry on any other namespace (an old archive whose slice was not filtered) is counted and
 //!   not applied, so restoring a backup of `shop.*` into a live server never reverts `billing.*`.
-//! * Over a fuzzy snapshot (documents read while writes went on) replay converges: inserts replace, updates of a
-//!   document the snapshot does not hold are skipped, "already exists" and "not found" from commands mean the
-//!   snapshot was already past that entry.
+//! * Over a fuzzy snapshot (documents read while writes went on) replay converges: inserts replace (consecutive
+//!   inserts into one collection go as one command), updates of a document the snapshot does not hold are skipped,
+//!   "already exists" and "not found" from commands mean the snapshot was already past that entry.
 //! * Writes bypass document validation, as the server's own oplog application does: the source accepted them.
 //! * A command replay does not know fails the restore naming it, unless the caller chose to skip unknown commands;
 //!   then each one skipped is listed in the report.
@@ -33,6 +33,11 @@ const ALREADY_PAST: &[i32] = &[
     85, // IndexOptionsConflict
     86, // IndexKeySpecsConflict
 ];
+
+/// Inserts queued for one `update` command: at most this many ...
+const INSERT_BATCH: usize = 1000;
+/// ... or this many bytes of documents, well under the server's 16 MiB command limit.
+const INSERT_BATCH_BYTES: usize = 8 << 20;
 
 /// Where a source namespace is restored to, or `None` when the restore leaves it alone.
 pub type Target<'a> = &'a (dyn Fn(&Namespace) -> Option<Namespace> + Sync);
@@ -62,7 +67,16 @@ pub struct Replayer<'a> {
     owned: HashSet<Namespace>,
     /// Two-phase index builds by their build UUID: where, and which indexes.
     index_builds: HashMap<Vec<u8>, (Namespace, Vec<Document>)>,
+    /// Consecutive inserts into one target, written together (see [`Replayer::queue_insert`]).
+    inserts: Option<PendingInserts>,
     report: ReplayReport,
+}
+
+/// Inserts waiting to be written as one `update` command of upserting replacements.
+struct PendingInserts {
+    to: Namespace,
+    statements: Vec<Document>,
+    bytes: usize,
 }
 
 impl<'a> Replayer<'a> {
@@ -80,6 +94,7 @@ impl<'a> Replayer<'a> {
             transactions: Transactions::default(),
             owned: archived.into_iter().collect(),
             index_builds: HashMap::new(),
+            inserts: None,
             report: ReplayReport::default(),
         }
     }
@@ -95,17 +110,23 @@ impl<'a> Replayer<'a> {
         Ok(())
     }
 
-    /// Ends the replay: what stayed open is reported, not applied.
-    pub fn finish(mut self) -> ReplayReport {
+    /// Ends the replay: the last queued inserts are written; what stayed open is reported, not applied.
+    pub async fn finish(mut self) -> Result<ReplayReport> {
+        self.flush_inserts().await?;
         self.report.open_transactions = self.transactions.into_open();
         let mut builds: Vec<String> =
             self.index_builds.into_values().map(|(ns, indexes)| format!("{ns} ({})", index_names(&indexes))).collect();
         builds.sort();
         self.report.open_index_builds = builds;
-        self.report
+        Ok(self.report)
     }
 
     async fn apply(&mut self, op: &Document) -> Result<()> {
+        if entry::op(op) == "i" {
+            return self.queue_insert(op).await;
+        }
+        // Everything else may read or change what the queued inserts write: they go first.
+        self.flush_inserts().await?;
         match entry::op(op) {
             "n" => Ok(()),
             "c" => Box::pin(self.apply_command(op)).await,
@@ -131,14 +152,6 @@ impl<'a> Replayer<'a> {
         let what = |kind: &str| format!("replaying an oplog {kind} on {to}");
         let o = op.get_document("o").map_err(|_| Error::Refused(format!("oplog entry without `o`: {op}")))?;
         let result = match entry::op(op) {
-            "i" => {
-                let id = o.get("_id").cloned().unwrap_or(Bson::Null);
-                coll.replace_one(doc! {"_id": id}, o.clone())
-                    .upsert(true)
-                    .bypass_document_validation(true)
-                    .await
-                    .map(drop)
-            }
             "u" => {
                 let selector = op.get_document("o2").cloned().unwrap_or_default();
                 match update::classify(o) {
@@ -166,6 +179,57 @@ impl<'a> Replayer<'a> {
         };
         tolerate(result, &what(entry::op(op)))?;
         self.report.applied += 1;
+        Ok(())
+    }
+
+    /// Queues an insert. Consecutive inserts into one collection (a bulk load, an `insertMany`) are written as one
+    /// `update` command of upserting replacements, in order, instead of one round trip each: the same writes the
+    /// one-by-one path makes (an insert replaces a document the fuzzy snapshot already holds).
+    async fn queue_insert(&mut self, op: &Document) -> Result<()> {
+        let Some(ns) = entry::crud_namespace(op) else {
+            return Err(Error::Refused(format!("oplog entry without a valid namespace: {op}")));
+        };
+        let Some(to) = self.owned_target(&ns) else { return Ok(()) };
+        let o = op.get_document("o").map_err(|_| Error::Refused(format!("oplog entry without `o`: {op}")))?;
+        if self.inserts.as_ref().is_some_and(|p| p.to != to) {
+            self.flush_inserts().await?;
+        }
+        let pending = self.inserts.get_or_insert_with(|| PendingInserts { to, statements: Vec::new(), bytes: 0 });
+        let id = o.get("_id").cloned().unwrap_or(Bson::Null);
+        pending.bytes += bson::to_vec(o).map_or(0, |b| b.len());
+        pending.statements.push(doc! {"q": {"_id": id}, "u": o.clone(), "upsert": true});
+        self.report.applied += 1;
+        if pending.statements.len() >= INSERT_BATCH || pending.bytes >= INSERT_BATCH_BYTES {
+            self.flush_inserts().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queued inserts, in order. A statement the target is already past (a duplicate key, as one by
+    /// one) is passed over and the rest written; any other error fails the replay.
+    async fn flush_inserts(&mut self) -> Result<()> {
+        let Some(pending) = self.inserts.take() else { return Ok(()) };
+        let what = || format!("replaying oplog inserts into {}", pending.to);
+        let database = self.client.database(&pending.to.db);
+        let mut rest = &pending.statements[..];
+        while !rest.is_empty() {
+            let command = doc! {
+                "update": &pending.to.collection,
+                "updates": rest.to_vec(),
+                "ordered": true,
+                "bypassDocumentValidation": true,
+            };
+            let reply =
+                database.run_command(command).await.map_err(|source| Error::Mongo { action: what(), source })?;
+            let first_error = reply.get_array("writeErrors").ok().and_then(|e| e.first()).and_then(Bson::as_document);
+            let Some(error) = first_error else { break };
+            let code = error.get_i32("code").unwrap_or_default();
+            if !ALREADY_PAST.contains(&code) {
+                let message = error.get_str("errmsg").unwrap_or("write error");
+                return Err(Error::Refused(format!("{}: {message} (code {code})", what())));
+            }
+            rest = rest.get(error.get_i32("index").unwrap_or_default() as usize + 1..).unwrap_or_default();
+        }
         Ok(())
     }
 

@@ -206,7 +206,9 @@ impl Archiver<'_> {
     /// One poll: read what became majority-committed, and seal the chunk once it spans `chunk_span`.
     async fn step(&mut self) -> std::result::Result<(), Stop> {
         self.read().await?;
-        if self.opened.elapsed() >= self.settings.span {
+        // Sealed one poll early: an entry written just after the last seal is then stored within `chunk_span` plus
+        // the seal's own time, not a span and a poll.
+        if self.opened.elapsed() + self.settings.poll >= self.settings.span {
             self.seal().await?;
         }
         Ok(())

@@ -206,7 +206,7 @@ async fn write<R: AsyncRead + Send + Unpin>(
             replayer.replay(&entry).await?;
         }
     }
-    report.replay = replayer.finish();
+    report.replay = replayer.finish().await?;
     let bad_renames = bad_renames.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(first) = bad_renames.first() {
         return Err(Error::Usage(format!("oplog replay: {first}")));
