@@ -4,11 +4,14 @@ use std::path::PathBuf;
 
 use mongo_backup_agent::backup;
 use mongo_backup_agent::config::{Config, MongoConfig};
+use mongo_backup_agent::crypt;
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::mongo::{self, NamespaceFilter};
 use mongo_backup_agent::oplog::ReplayReport;
 use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
 use mongo_backup_agent::store::{self, ByteStream};
+
+use super::IdentityArg;
 
 /// Flags of `restore`, modelled on mongorestore's.
 #[derive(Debug, clap::Args)]
@@ -48,6 +51,8 @@ pub struct Args {
     /// Print what would be done and change nothing.
     #[arg(long = "dry-run")]
     dry_run: bool,
+    #[command(flatten)]
+    identity: IdentityArg,
 }
 
 pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<i32> {
@@ -69,17 +74,22 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         (Some(_), Some(_)) => config().unwrap_or_default(),
         _ => config()?,
     };
+    let identities = args.identity.load(Some(&config))?;
+    // Opened, and decrypted as far as the age header, before connecting: a missing or wrong key writes nothing.
     let input: ByteStream = match (&args.archive, &args.id) {
-        (Some(path), _) => Box::pin(
-            tokio::fs::File::open(path)
+        (Some(path), _) => {
+            let file = tokio::fs::File::open(path)
                 .await
-                .map_err(|source| Error::Io { action: format!("opening archive {}", path.display()), source })?,
-        ),
+                .map_err(|source| Error::Io { action: format!("opening archive {}", path.display()), source })?;
+            crypt::open(file, identities.as_ref(), &format!("archive {}", path.display()), None).await?.1
+        }
         (None, Some(id)) => {
             let store = store::open(&config.storage)?;
             let manifest = backup::resolve(store.as_ref(), &config.storage.prefix, id).await?;
+            let input =
+                backup::open_archive(store.as_ref(), &config.storage.prefix, &manifest, identities.as_ref()).await?;
             eprintln!("restoring backup {} ({} documents)", manifest.id, manifest.documents());
-            store.get_stream(&backup::archive_key(&config.storage.prefix, &manifest.id, manifest.compression)).await?
+            input
         }
         (None, None) => return Err(Error::Usage("give a backup id, `latest`, or --archive FILE".into())),
     };

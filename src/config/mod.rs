@@ -91,6 +91,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Client-side encryption (off unless recipients are set).
+    pub encryption: EncryptionConfig,
 }
 
 /// `[mongodb]`.
@@ -495,6 +497,25 @@ pub struct MetricsConfig {
     pub textfile: Option<PathBuf>,
 }
 
+/// `[encryption]`: the VM gets only `recipients` (public keys); `identity_file` belongs on a restore host. See
+/// [`crate::crypt`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1…`); every new backup is encrypted to all of them. Empty: not encrypted.
+    pub recipients: Vec<String>,
+    /// age identity file (secret `age-identity`) for `restore`, `export`, `inspect` and `verify --deep`; never on
+    /// the VM that backs up.
+    pub identity_file: Option<PathBuf>,
+}
+
+impl EncryptionConfig {
+    /// The parsed recipients (checked when the config loaded).
+    pub fn recipients(&self) -> Result<crate::crypt::Recipients, crate::crypt::CryptError> {
+        crate::crypt::Recipients::parse(&self.recipients)
+    }
+}
+
 impl Config {
     /// Resolves the path from the flag, the environment, or the default.
     pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
@@ -550,6 +571,7 @@ impl Config {
             check(!email.from.is_empty(), "notify.email.from must be set")?;
         }
         check(self.daemon.history > 0, "daemon.history must be positive")?;
+        self.encryption.recipients().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

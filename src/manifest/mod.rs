@@ -47,8 +47,12 @@ pub struct Manifest {
     pub archive_bytes: u64,
     /// Bytes of the plain archive.
     pub uncompressed_bytes: u64,
-    /// SHA-256 of the stored archive object.
+    /// SHA-256 of the stored archive object (as stored: of the encrypted bytes when encrypted).
     pub archive_sha256: String,
+    /// Set when the stored archive is encrypted: the format and the fingerprints of the keys that open it. Absent
+    /// in plain backups, so manifests written before encryption existed still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypt::Encryption>,
     /// One entry per collection, view and the oplog, with what the archive holds for it.
     pub namespaces: Vec<NamespaceRecord>,
     /// Collections dropped while the backup read them: the archive holds what was read, and the oplog slice
