@@ -85,10 +85,18 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// `restore` flags moving `db` to `to`.
-fn rename_args(db: &str, to: &str) -> [String; 6] {
-    let uri = uri();
-    ["--to".into(), uri, "--nsFrom".into(), format!("{db}.$c$"), "--nsTo".into(), format!("{to}.$c$")]
+/// Runs the binary with `args` plus the `restore` flags moving `db` to `to` on the test server.
+fn restore_into(args: &[&str], db: &str, to: &str) -> (i32, String, String) {
+    let (uri, from, into) = (uri(), format!("{db}.$c$"), format!("{to}.$c$"));
+    let mut args = args.to_vec();
+    args.extend(["--to", &uri, "--nsFrom", &from, "--nsTo", &into]);
+    cli(&args)
+}
+
+async fn drop_all(client: &Client, dbs: &[&String]) {
+    for d in dbs {
+        client.database(d).drop().await.unwrap();
+    }
 }
 
 async fn same_data(client: &Client, a: &str, b: &str) {
@@ -120,23 +128,18 @@ async fn encrypted_backups_round_trip_and_the_age_cli_reads_them() {
     // The independent peer: `age -d -i KEY < stored | zstd -dc` gives an archive our inspect and restore take.
     let plain = dir.path().join("plain.archive");
     let decrypt = format!("{} -d -i {} < {} | zstd -dc > {}", p(&age()), p(&key.file), p(&archive), p(&plain));
-    run(Command::new("sh").arg("-c").arg(format!("set -o pipefail; {decrypt}")));
+    run(Command::new("bash").arg("-c").arg(format!("set -o pipefail; {decrypt}")));
     let (code, out, err) = cli(&["inspect", p(&plain)]);
     assert_eq!(code, 0, "{out}{err}");
     let from_cli = format!("{db}_cli");
-    let mut args = vec!["restore", "--archive", p(&plain)];
-    let renames = rename_args(&db, &from_cli);
-    args.extend(renames.iter().map(String::as_str));
-    let (code, out, err) = cli(&args);
+    let (code, out, err) = restore_into(&["restore", "--archive", p(&plain)], &db, &from_cli);
     assert_eq!(code, 0, "{out}{err}");
     same_data(&client, &db, &from_cli).await;
 
     // Ours, by id, with the identity.
     let restored = format!("{db}_r");
-    let renames = rename_args(&db, &restored);
-    let mut args = vec!["--config", &config, "restore", manifest.id.as_str(), "--identity", p(&key.file)];
-    args.extend(renames.iter().map(String::as_str));
-    let (code, out, err) = cli(&args);
+    let args = ["--config", &config, "restore", manifest.id.as_str(), "--identity", p(&key.file)];
+    let (code, out, err) = restore_into(&args, &db, &restored);
     assert_eq!(code, 0, "{out}{err}");
     same_data(&client, &db, &restored).await;
 
@@ -162,9 +165,7 @@ async fn encrypted_backups_round_trip_and_the_age_cli_reads_them() {
     assert_eq!(&std::fs::read(&exported).unwrap()[..2], &[0x1f, 0x8b], "gzip, not age");
     let (code, out, err) = cli(&["inspect", p(&exported)]);
     assert_eq!(code, 0, "{out}{err}");
-    for d in [&db, &restored, &from_cli] {
-        client.database(d).drop().await.unwrap();
-    }
+    drop_all(&client, &[&db, &restored, &from_cli]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +177,6 @@ async fn a_missing_or_wrong_identity_is_one_line_exit_2_and_writes_nothing() {
     let manifest = backup_with(&config).await;
     let needed = sha256sum_fingerprint(&key.recipient);
     let target = format!("{db}_r");
-    let renames = rename_args(&db, &target);
     let exported = dir.path().join("export.gz");
     let id = manifest.id.as_str();
     let other_key = p(&other.file);
@@ -188,11 +188,8 @@ async fn a_missing_or_wrong_identity_is_one_line_exit_2_and_writes_nothing() {
         vec!["--config", &config, "verify", id, "--deep"],
         vec!["--config", &config, "verify", id, "--deep", "--identity", other_key],
     ];
-    for mut args in attempts {
-        if args[2] == "restore" {
-            args.extend(renames.iter().map(String::as_str));
-        }
-        let (code, out, err) = cli(&args);
+    for args in attempts {
+        let (code, out, err) = if args[2] == "restore" { restore_into(&args, &db, &target) } else { cli(&args) };
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
         assert!(err.contains(&needed) && err.contains("--identity"), "{args:?} names the key it needs: {err}");
@@ -201,7 +198,8 @@ async fn a_missing_or_wrong_identity_is_one_line_exit_2_and_writes_nothing() {
         }
     }
     assert!(!databases(&client).await.iter().any(|d| d == &target || d.starts_with("mbaverify_")), "nothing written");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert!(!leftovers.iter().any(|n| n.to_string_lossy().starts_with("export")), "{leftovers:?}");
 
     // A bare encrypted file: no manifest to name the key, still exit 2 and one line.
@@ -247,6 +245,14 @@ async fn a_tampered_byte_fails_authentication_and_drop_touches_no_target() {
     let names = client.database(&db).list_collection_names().await.unwrap();
     assert!(!names.iter().any(|n| n.starts_with(STAGING_PREFIX)), "staging left: {names:?}");
 
+    // export stops at the same chunk and leaves no partial file.
+    let exported = dir.path().join("export.gz");
+    let args = ["--config", &config, "export", "latest", "--identity", p(&key.file), "--out", p(&exported)];
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("failed authentication"), "{err}");
+    assert!(!exported.exists() && !exported.with_extension("partial").exists(), "partial export left behind");
+
     // The VM's own check (no identity) sees it too, by the stored bytes' sha256; `age` itself refuses the file.
     let (code, out, _) = cli(&["--config", &config, "verify", manifest.id.as_str()]);
     assert_eq!(code, 1, "{out}");
@@ -269,21 +275,23 @@ async fn an_archive_the_age_cli_encrypted_restores() {
     assert_eq!(code, 0);
     assert!(out.lines().find(|l| l.starts_with(manifest.id.as_str())).unwrap().contains(" none "), "{out}");
     let sealed = dir.path().join("by-age.zst.age");
-    run(Command::new(age()).arg("-e").arg("-r").arg(&key.recipient).arg("-o").arg(&sealed).arg(stored(dir.path(), &manifest)));
+    run(Command::new(age())
+        .arg("-e")
+        .arg("-r")
+        .arg(&key.recipient)
+        .arg("-o")
+        .arg(&sealed)
+        .arg(stored(dir.path(), &manifest)));
 
     let (code, out, err) = cli(&["inspect", p(&sealed), "--identity", p(&key.file)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("(zstd, age-encrypted)"), "{out}");
     let target = format!("{db}_r");
-    let renames = rename_args(&db, &target);
-    let mut args = vec!["restore", "--archive", p(&sealed), "--identity", p(&key.file)];
-    args.extend(renames.iter().map(String::as_str));
-    let (code, out, err) = cli(&args);
+    let (code, out, err) =
+        restore_into(&["restore", "--archive", p(&sealed), "--identity", p(&key.file)], &db, &target);
     assert_eq!(code, 0, "{out}{err}");
     same_data(&client, &db, &target).await;
-    for d in [&db, &target] {
-        client.database(d).drop().await.unwrap();
-    }
+    drop_all(&client, &[&db, &target]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,12 +318,8 @@ async fn key_rotation_new_backups_use_the_new_key_and_list_says_which() {
 
     // The new key does not open the old backup (and says which key does); the old one does.
     let target = format!("{db}_r");
-    let renames = rename_args(&db, &target);
-    let restore = |id: &str, key: &Path| {
-        let mut args = vec!["--config", &config, "restore", id, "--identity", p(key)];
-        args.extend(renames.iter().map(String::as_str));
-        cli(&args.iter().map(|s| *s).collect::<Vec<_>>())
-    };
+    let restore =
+        |id: &str, key: &Path| restore_into(&["--config", &config, "restore", id, "--identity", p(key)], &db, &target);
     let (code, _, err) = restore(before.id.as_str(), &new.file);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(&fp_old), "{err}");
@@ -329,9 +333,7 @@ async fn key_rotation_new_backups_use_the_new_key_and_list_says_which() {
     let (code, out, err) = restore(after.id.as_str(), &both);
     assert_eq!(code, 0, "{out}{err}");
     same_data(&client, &db, &target).await;
-    for d in [&db, &target] {
-        client.database(d).drop().await.unwrap();
-    }
+    drop_all(&client, &[&db, &target]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +374,5 @@ async fn encrypted_backups_round_trip_through_azurite() {
     same_data(&client, &db, &target).await;
     let refused = backup::open_archive(store.as_ref(), "t", &manifest, None).await.err().expect("no identity");
     assert_eq!(refused.exit_code(), 2, "{refused}");
-    for d in [&db, &target] {
-        client.database(d).drop().await.unwrap();
-    }
+    drop_all(&client, &[&db, &target]).await;
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::{BackupId, MANIFEST_NAME, Manifest};
 use crate::compress::Compression;
-use crate::error::{Error, Result};
 use crate::crypt::{self, Identities};
+use crate::error::{Error, Result};
 use crate::store::{ByteStream, ObjectInfo, ObjectStore, join_key};
 
 /// Key of a backup's archive object.

@@ -42,6 +42,7 @@ impl Recipients {
     }
 
     /// The keys, for the encryptor.
+    #[cfg(feature = "agent")]
     pub(crate) fn keys(&self) -> &[x25519::Recipient] {
         &self.0
     }
@@ -91,6 +92,7 @@ impl Identities {
     }
 
     /// The keys, for the decryptor.
+    #[cfg(feature = "agent")]
     pub(crate) fn keys(&self) -> &[x25519::Identity] {
         &self.0
     }
@@ -118,7 +120,8 @@ mod tests {
     #[test]
     fn an_identity_file_parses_and_opens_its_own_recipient() {
         let key = x25519::Identity::generate();
-        let text = format!("# created: now\n# public key: {}\n{}\n\n", key.to_public(), key.to_string().expose_secret());
+        let text =
+            format!("# created: now\n# public key: {}\n{}\n\n", key.to_public(), key.to_string().expose_secret());
         let ids = Identities::parse(&text, "test").unwrap();
         let recipients = Recipients::parse(&[key.to_public().to_string()]).unwrap();
         assert_eq!(ids.fingerprints(), recipients.fingerprints());

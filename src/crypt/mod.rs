@@ -63,7 +63,9 @@ pub enum CryptError {
         reason: &'static str,
     },
     /// The identity file could not be used. Its contents are never part of the message.
-    #[error("identity file {source_name}: {reason}; it must hold age X25519 identities (AGE-SECRET-KEY-1…), one a line")]
+    #[error(
+        "identity file {source_name}: {reason}; it must hold age X25519 identities (AGE-SECRET-KEY-1…), one a line"
+    )]
     InvalidIdentity {
         /// Where it came from (path, or the variable/credential name).
         source_name: String,
@@ -80,9 +82,9 @@ pub enum CryptError {
     },
     /// None of the identities given opens the object.
     #[error(
-        "{what} cannot be opened with the identities given (keys {}){}: pass the identity file of one of those it needs",
-        .given.join(", "),
-        needs(.needed)
+        "{what} is encrypted{} but the identity given holds key {}: pass --identity FILE with a key it needs",
+        needs(.needed),
+        .given.join(", ")
     )]
     WrongIdentity {
         /// The object.

@@ -110,11 +110,9 @@ where
     let keys = identities.keys().iter().map(|k| k as &dyn age::Identity);
     let reader = decryptor.decrypt_async(keys).map_err(|e| match e {
         // The identities matched the fingerprints the manifest names, yet none unwraps the key: the header changed.
-        age::DecryptError::NoMatchingKeys if needed.is_empty() => CryptError::WrongIdentity {
-            what: what.to_string(),
-            needed: Vec::new(),
-            given: identities.fingerprints(),
-        },
+        age::DecryptError::NoMatchingKeys if needed.is_empty() => {
+            CryptError::WrongIdentity { what: what.to_string(), needed: Vec::new(), given: identities.fingerprints() }
+        }
         other => damaged(format!("header: {other}")),
     })?;
     Ok(Box::pin(Authenticated { inner: reader.compat(), what: what.to_string() }))

@@ -12,10 +12,10 @@ use crate::archive::{ArchiveItem, ArchiveReader, Namespace};
 use crate::backup::{Manifest, open_archive};
 use crate::compress;
 use crate::config::Config;
+use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
 use crate::mongo::NamespaceFilter;
 use crate::restore::{self, Rename, RestoreOptions};
-use crate::crypt::{self, Identities};
 use crate::store::{ByteStream, ObjectStore};
 
 /// MongoDB's limit on a database name, in bytes.
