@@ -137,3 +137,29 @@ impl Manifest {
         self.namespaces.iter().filter(|n| n.kind != "oplog").map(|n| n.documents).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest as agents before encryption wrote it (no `encryption` key).
+    const PLAIN: &str = r#"{"manifest_version": 1, "id": "20261123T140000Z-1a2b3c", "status": "complete",
+        "started_at": "2026-11-23T14:00:00.123Z", "finished_at": "2026-11-23T14:03:10.456Z", "agent_version": "0.1.0",
+        "host": "vm", "server_version": "4.4.29", "replica_set": null,
+        "oplog": {"included": false, "start": null, "end": null, "note": "standalone server: no oplog"},
+        "compression": "zstd", "archive": "archive.zst", "archive_bytes": 10, "uncompressed_bytes": 20,
+        "archive_sha256": "00", "namespaces": []}"#;
+
+    #[test]
+    fn manifests_without_encryption_still_load_and_plain_ones_do_not_grow_the_key() {
+        let plain = Manifest::parse(PLAIN.as_bytes()).unwrap();
+        assert_eq!(plain.encryption, None);
+        assert!(!plain.to_json().contains("encryption"));
+        let mut sealed = plain.clone();
+        sealed.encryption =
+            Some(crate::crypt::Encryption { format: "age".into(), recipients: vec!["73438210c856055d".into()] });
+        let json = sealed.to_json();
+        assert!(json.contains("\"recipients\": [\n      \"73438210c856055d\""), "{json}");
+        assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), sealed);
+    }
+}
