@@ -35,6 +35,9 @@ pub enum Error {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Encrypting or decrypting failed: no, or the wrong, identity (exit 2), or bytes that fail authentication.
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
     /// A MongoDB operation failed; `action` says which (and on what). Shown as one line ([`crate::mongo::describe`]),
     /// not as the driver's topology description.
     #[error("{action}: {}", crate::mongo::describe(.source))]
@@ -123,6 +126,7 @@ impl Error {
             Error::Unreachable { .. } | Error::Daemon(ClientError::NotRunning(_)) => EXIT_UNAVAILABLE,
             Error::Daemon(ClientError::PermissionDenied(_)) => EXIT_USAGE,
             Error::Restore { source, .. } => source.exit_code(),
+            Error::Crypt(e) if e.is_usage() => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! The modules follow the pipeline: [`mongo`] reads the server, [`archive`] encodes, [`compress`] compresses,
 //! [`store`] persists, [`backup`] orchestrates and writes the [`manifest`], [`restore`] goes the other way;
-//! [`retention`] decides which backups to keep and prunes the rest; [`verify`] proves a stored backup is intact.
+//! [`crypt`] encrypts what is stored to public keys only; [`retention`] decides which backups to keep and prunes
+//! the rest; [`verify`] proves a stored backup is intact.
 //!
 //! The default feature `agent` is everything that talks to the world: MongoDB, Azure, SMTP and HTTP, systemd, the
 //! daemon and the command line. Without it (`default-features = false`, as the fuzz targets build it) the library is
@@ -12,6 +13,7 @@
 pub mod archive;
 pub mod compress;
 pub mod config;
+pub mod crypt;
 pub mod manifest;
 
 #[cfg(feature = "agent")]

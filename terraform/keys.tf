@@ -55,3 +55,28 @@ resource "azurerm_monitor_diagnostic_setting" "key_vault" {
     category = "AuditEvent"
   }
 }
+
+# Backup encryption: the age identity that opens the backups. The VM never gets it; it holds only the recipients
+# (var.backup_encryption_recipients, into the agent's config through ansible_vars). Terraform creates the secret with
+# a placeholder and never sees the key (it would sit in the state): an operator makes it with age-keygen on a
+# workstation and stores it as a new version (docs/deploy.md, "Backup encryption"). Only the operators' group may
+# read it, by a role on this one secret; the VM's identity has no role on this vault at all.
+resource "azurerm_key_vault_secret" "backup_age_identity" {
+  name         = "mongo-backup-age-identity"
+  key_vault_id = azurerm_key_vault.main.id
+  value        = "placeholder: store the age-keygen identity as a new version (docs/deploy.md)"
+  content_type = "application/x-age-identity"
+
+  lifecycle {
+    ignore_changes = [value, content_type, tags]
+  }
+
+  depends_on = [azurerm_role_assignment.deployer_key_vault]
+}
+
+resource "azurerm_role_assignment" "operators_backup_age_identity" {
+  scope                = azurerm_key_vault_secret.backup_age_identity.resource_manager_versionless_id
+  role_definition_name = "Key Vault Secrets User"
+  principal_id         = var.backup_operators_group_object_id
+  principal_type       = "Group"
+}

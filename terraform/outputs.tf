@@ -80,7 +80,7 @@ output "backup_blob_url" {
 }
 
 output "ansible_vars" {
-  description = "Variables for the Ansible role mongo_backup_agent from this stack (Blob target, trigger key with its from= restriction): terraform output -json ansible_vars > terraform-vars.json, then ansible-playbook … -e @../terraform/terraform-vars.json"
+  description = "Variables for the Ansible role mongo_backup_agent from this stack (Blob target, trigger key with its from= restriction, backup encryption recipients): terraform output -json ansible_vars > terraform-vars.json, then ansible-playbook … -e @../terraform/terraform-vars.json"
   value = {
     mongo_backup_agent_storage = {
       kind      = "azure"
@@ -93,6 +93,10 @@ output "ansible_vars" {
       key  = "${trimspace(tls_private_key.trigger.public_key_openssh)} ${local.trigger_user}@aks"
       from = [var.aks_subnet_cidr]
     }]
+    # Public keys only: the VM can encrypt backups but not read them back.
+    mongo_backup_agent_encryption = {
+      recipients = var.backup_encryption_recipients
+    }
   }
 }
 

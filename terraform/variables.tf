@@ -401,3 +401,24 @@ variable "lifecycle_delete_after_days" {
     error_message = "lifecycle_delete_after_days must be between 31 and 99999."
   }
 }
+
+variable "backup_encryption_recipients" {
+  description = "age X25519 recipients (public keys, age1…) every backup is encrypted to; the VM gets only these (ansible_vars). The identities stay with the operators (Key Vault secret mongo-backup-age-identity). Empty: backups are not encrypted."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for r in var.backup_encryption_recipients : can(regex("^age1[02-9ac-hj-np-z]{58}$", r))])
+    error_message = "Each backup_encryption_recipients entry must be an age X25519 public key (age1 followed by 58 bech32 characters), as age-keygen prints it."
+  }
+}
+
+variable "backup_operators_group_object_id" {
+  description = "Object id of the Entra ID group whose members may read the backup decryption key (Key Vault secret mongo-backup-age-identity) to restore. The VM's identity can never read it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", var.backup_operators_group_object_id))
+    error_message = "backup_operators_group_object_id must be an Entra ID object id (a GUID)."
+  }
+}

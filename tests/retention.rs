@@ -52,6 +52,7 @@ fn manifest(id: &BackupId, archive_bytes: u64) -> Manifest {
         archive_bytes,
         uncompressed_bytes: archive_bytes,
         archive_sha256: String::new(),
+        encryption: None,
         namespaces: Vec::new(),
         dropped_during_backup: Vec::new(),
     }

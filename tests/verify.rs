@@ -199,7 +199,8 @@ async fn deep_verify_restores_compares_and_drops_its_scratch_databases() {
     lying.namespaces.iter_mut().find(|r| r.namespace.ends_with(".people")).unwrap().documents = 41;
     let store = FilesystemStore::new(backup.archive.ancestors().nth(3).unwrap());
     let config = Config::load(Path::new(&backup.config)).unwrap();
-    let report = verify::deep(&store, "t", &lying, &client().await, DeepOptions::from_config(&config)).await.unwrap();
+    let options = DeepOptions::from_config(&config);
+    let report = verify::deep(&store, "t", &lying, &client().await, options, None).await.unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert_eq!(report.problems[0].check, Check::Documents);
     assert!(report.problems[0].to_string().starts_with(&format!("{db}.people: restored copy mbaverify_")));

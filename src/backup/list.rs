@@ -4,12 +4,27 @@ use std::collections::BTreeMap;
 
 use super::{BackupId, MANIFEST_NAME, Manifest};
 use crate::compress::Compression;
+use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
-use crate::store::{ObjectInfo, ObjectStore, join_key};
+use crate::store::{ByteStream, ObjectInfo, ObjectStore, join_key};
 
 /// Key of a backup's archive object.
 pub fn archive_key(prefix: &str, id: &BackupId, compression: Compression) -> String {
     join_key(prefix, &format!("{id}/{}", compression.archive_name()))
+}
+
+/// The stored archive of backup `manifest`, decrypted with `identities` when the manifest says it is encrypted
+/// (still compressed). A missing or wrong identity fails here, before anything is read from the store.
+pub async fn open_archive(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    manifest: &Manifest,
+    identities: Option<&Identities>,
+) -> Result<ByteStream> {
+    let what = format!("backup {}", manifest.id);
+    crypt::unlock(identities, &what, manifest.encryption.as_ref())?;
+    let stored = store.get_stream(&archive_key(prefix, &manifest.id, manifest.compression)).await?;
+    Ok(crypt::open(stored, identities, &what, manifest.encryption.as_ref()).await?.1)
 }
 
 /// Key of a backup's manifest.

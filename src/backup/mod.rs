@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 pub use list::{
-    BackupEntry, UNTRUSTED_NAME, archive_key, list_backups, manifest_key, mark_untrusted, resolve, untrusted_key,
+    BackupEntry, UNTRUSTED_NAME, archive_key, list_backups, manifest_key, mark_untrusted, open_archive, resolve,
+    untrusted_key,
 };
 pub use progress::{CollectionProgress, Progress};
 pub use report::{Outcome, RunReport};
@@ -96,7 +97,16 @@ async fn dump(
         ("backup_id".to_string(), id.to_string()),
         ("agent_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
     ]);
-    log::info!("backup {id}: {} collections to {} ({compression})", collections.len(), store.describe());
+    // Public keys only: the VM can write the archive but not read it back.
+    let recipients = Some(config.encryption.recipients()?).filter(|r| !r.is_empty());
+    let encryption = recipients.as_ref().map(crate::crypt::Encryption::for_recipients);
+    let sealed = encryption.as_ref().map(|e| format!(", encrypted for keys {}", e.recipients.join(", ")));
+    log::info!(
+        "backup {id}: {} collections to {} ({compression}{})",
+        collections.len(),
+        store.describe(),
+        sealed.unwrap_or_default()
+    );
 
     let (writer, reader, completion) = pipe::pipe(PIPE_CAPACITY);
     let job = produce::Job {
@@ -109,6 +119,7 @@ async fn dump(
         header,
         prelude,
         compression: config.backup.compression_settings(),
+        recipients,
         parallel,
         batch_size: config.backup.batch_size,
         progress,
@@ -145,6 +156,7 @@ async fn dump(
         archive_bytes: stored.bytes,
         uncompressed_bytes: produced.uncompressed_bytes,
         archive_sha256: stored.sha256,
+        encryption,
         namespaces: produced
             .stats
             .into_iter()

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use super::Progress;
 use super::pipe::{Completion, PipeWriter};
 use crate::archive::{ArchiveHeader, ArchiveWriter, CollectionKind, Namespace, NamespaceStats, PreludeEntry};
-use crate::compress::{self, CompressionSettings};
+use crate::compress::{self, BoxWriter, CompressionSettings};
+use crate::crypt::{self, Recipients};
 use crate::error::{Error, Result};
 use crate::mongo::{self, CollectionInfo, DocumentBatch, NamespaceFilter};
 use crate::oplog::{self, WindowStart, slice::Slice};
@@ -30,6 +31,8 @@ pub(super) struct Job<'a> {
     pub header: ArchiveHeader,
     pub prelude: Vec<PreludeEntry>,
     pub compression: CompressionSettings,
+    /// Encrypt the compressed stream to these keys on its way to the store; `None`: stored plain.
+    pub recipients: Option<Recipients>,
     pub parallel: usize,
     pub batch_size: u32,
     pub progress: &'a Progress,
@@ -56,6 +59,10 @@ enum Message {
 impl Job<'_> {
     /// Writes the whole archive into `out`; marks the pipe complete only if every stage succeeded.
     pub async fn run(self, out: PipeWriter, completion: Completion) -> Result<Produced> {
+        let out: BoxWriter = match &self.recipients {
+            Some(recipients) => Box::pin(crypt::encrypting_writer(recipients, out, "the archive").await?),
+            None => Box::pin(out),
+        };
         let encoder = compress::encoder(&self.compression, out);
         let mut writer =
             ArchiveWriter::begin(BufWriter::with_capacity(256 << 10, encoder), &self.header, &self.prelude).await?;

@@ -9,6 +9,8 @@ use mongo_backup_agent::config::Config;
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::store;
 
+use super::IdentityArg;
+
 /// Flags of `export`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,13 +22,16 @@ pub struct Args {
     /// Compression of the file: gzip for `mongorestore --gzip --archive`, none for plain `--archive`.
     #[arg(long, value_enum, default_value = "gzip")]
     compression: Compression,
+    #[command(flatten)]
+    identity: IdentityArg,
 }
 
 pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let store = store::open(&config.storage)?;
     let manifest = backup::resolve(store.as_ref(), &config.storage.prefix, &args.id).await?;
-    let stored =
-        store.get_stream(&backup::archive_key(&config.storage.prefix, &manifest.id, manifest.compression)).await?;
+    let identities = args.identity.load(Some(config))?;
+    // Decrypted as far as the age header before the output file exists: a missing or wrong key writes nothing.
+    let stored = backup::open_archive(store.as_ref(), &config.storage.prefix, &manifest, identities.as_ref()).await?;
     let (_, mut plain) = compress::decoder(stored)
         .await
         .map_err(|source| Error::Io { action: "reading the stored archive".into(), source })?;
@@ -49,7 +54,12 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let mut settings = config.backup.compression_settings();
     settings.compression = args.compression;
     let mut out = compress::encoder(&settings, file);
-    compress::compress_all(&mut plain, &mut out).await.map_err(io("writing"))?;
+    // A stream that fails half way (a damaged or tampered archive) leaves no partial file behind.
+    if let Err(e) = compress::compress_all(&mut plain, &mut out).await {
+        drop(out);
+        let _ = tokio::fs::remove_file(&temp).await;
+        return Err(io("writing")(e));
+    }
     tokio::fs::rename(&temp, &args.out).await.map_err(io("renaming"))?;
     eprintln!("exported backup {} to {} ({})", manifest.id, args.out.display(), args.compression);
     Ok(EXIT_OK)

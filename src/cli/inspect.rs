@@ -5,23 +5,34 @@ use std::path::PathBuf;
 
 use mongo_backup_agent::archive::{ArchiveItem, ArchiveReader, CollectionMetadata};
 use mongo_backup_agent::compress;
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::crypt;
 use mongo_backup_agent::error::{EXIT_FAILED, EXIT_OK, Error, Result};
+
+use super::IdentityArg;
 
 /// Flags of `inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Archive file (plain, gzip or zstd).
+    /// Archive file (plain, gzip or zstd; age-encrypted or not).
     file: PathBuf,
+    #[command(flatten)]
+    identity: IdentityArg,
 }
 
-pub async fn run(args: Args) -> Result<i32> {
+/// `config` is only consulted for `[encryption] identity_file`: inspecting a file needs no config.
+pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<i32> {
     let action = format!("reading {}", args.file.display());
+    let identities = args.identity.load(config().ok().as_ref())?;
     let file =
         tokio::fs::File::open(&args.file).await.map_err(|source| Error::Io { action: action.clone(), source })?;
+    let (encrypted, file) =
+        crypt::open(file, identities.as_ref(), &format!("archive {}", args.file.display()), None).await?;
     let (compression, plain) = compress::decoder(file).await.map_err(|source| Error::Io { action, source })?;
     let mut reader = ArchiveReader::open(plain).await?;
     let h = reader.header();
-    println!("archive {} ({compression})", args.file.display());
+    let sealed = if encrypted { ", age-encrypted" } else { "" };
+    println!("archive {} ({compression}{sealed})", args.file.display());
     println!(
         "header: version {}, server {}, tool {}, concurrent_collections {}",
         h.version, h.server_version, h.tool_version, h.concurrent_collections

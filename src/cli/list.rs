@@ -28,8 +28,8 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let plan = PrunePlan::from_entries(&entries, &config.retention, now, None);
     if !args.json {
         println!(
-            "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  status",
-            "id", "started (UTC)", "size", "secs", "documents", "retention"
+            "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  {:<16}  status",
+            "id", "started (UTC)", "size", "secs", "documents", "retention", "key"
         );
     }
     for entry in entries.iter().filter(|e| args.all || e.is_complete()) {
@@ -43,18 +43,20 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
                         "id": m.id, "started_at": m.started_at, "finished_at": m.finished_at, "status": status,
                         "archive_bytes": m.archive_bytes, "duration_secs": secs, "documents": m.documents(),
                         "compression": m.compression, "retention": class, "untrusted": entry.untrusted,
+                        "encryption": m.encryption,
                         "future_id": entry.id.is_from_future(now),
                     })
                     .to_string()
                 } else {
                     format!(
-                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {:<32}  {}",
+                        "{:<24} {:<20} {:>10} {:>8.1} {:>12}  {:<32}  {:<16}  {}",
                         m.id.as_str(),
                         m.started_at.format("%Y-%m-%d %H:%M:%S"),
                         human_bytes(m.archive_bytes),
                         secs,
                         m.documents(),
                         class,
+                        key(m),
                         status
                     )
                 }
@@ -65,13 +67,14 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
                     serde_json::json!({"id": entry.id, "status": "incomplete", "archive_bytes": bytes, "retention": class}).to_string()
                 } else {
                     format!(
-                        "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  incomplete (no manifest)",
+                        "{:<24} {:<20} {:>10} {:>8} {:>12}  {:<32}  {:<16}  incomplete (no manifest)",
                         entry.id.as_str(),
                         entry.id.time().format("%Y-%m-%d %H:%M:%S"),
                         human_bytes(bytes),
                         "-",
                         "-",
-                        class
+                        class,
+                        "-"
                     )
                 }
             }
@@ -89,6 +92,12 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// The key column: which identity opens the backup, by fingerprint ("a,b" when encrypted to several, any one
+/// opens it), or "none" for a plain backup.
+fn key(manifest: &Manifest) -> String {
+    manifest.encryption.as_ref().map_or_else(|| "none".to_string(), |e| e.recipients.join(","))
 }
 
 /// The status column: the manifest's, "untrusted" when the verification after the backup failed, and a warning

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use mongo_backup_agent::config::Config;
+use mongo_backup_agent::crypt::{self, Identities};
 use mongo_backup_agent::error::{EXIT_USAGE, Error, Result};
 
 /// MongoDB backups as mongodump-compatible archives, streamed to Azure Blob or a directory.
@@ -104,13 +105,31 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Verify(args) => verify::run(&config()?, args).await,
         Command::Export(args) => export::run(&config()?, args).await,
         Command::Prune(args) => prune::run(&config()?, args).await,
-        Command::Inspect(args) => inspect::run(args).await,
+        Command::Inspect(args) => inspect::run(config, args).await,
         Command::Check => check::run(&config_path, &config()?).await,
         Command::Serve => serve::run(&config_path).await,
         Command::RunNow(args) => run_now::run(&config_path, args).await,
         Command::Status(args) => status::run(&config_path, args).await,
         Command::Trigger => trigger::run(&config_path).await,
         Command::Generate(args) => generate::run(args),
+    }
+}
+
+/// `--identity FILE`, shared by the verbs that read an archive's contents (restore, export, inspect, verify).
+#[derive(Debug, clap::Args)]
+pub struct IdentityArg {
+    /// age identity file (AGE-SECRET-KEY-1…) opening an encrypted backup [default: [encryption] identity_file, then
+    /// the secret age-identity]. Only the path is given here, never the key.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+}
+
+impl IdentityArg {
+    /// The identities from the flag, else from `config`'s `[encryption] identity_file`, else the secret's other
+    /// sources; `None` when there are none (fine for plain backups).
+    pub fn load(&self, config: Option<&Config>) -> Result<Option<Identities>> {
+        let configured = config.and_then(|c| c.encryption.identity_file.as_deref());
+        Ok(crypt::load_identities(self.identity.as_deref(), configured)?)
     }
 }
 

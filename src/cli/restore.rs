@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use mongo_backup_agent::backup;
 use mongo_backup_agent::config::{Config, MongoConfig};
+use mongo_backup_agent::crypt;
 use mongo_backup_agent::error::{EXIT_OK, Error, Result};
 use mongo_backup_agent::mongo::{self, NamespaceFilter};
 use mongo_backup_agent::oplog::ReplayReport;
@@ -11,7 +12,7 @@ use mongo_backup_agent::oplog::chain::{Chain, describe, parse_point};
 use mongo_backup_agent::restore::{self, Rename, RestoreOptions};
 use mongo_backup_agent::store::{self, ByteStream};
 
-use super::human_bytes;
+use super::{IdentityArg, human_bytes};
 
 /// Flags of `restore`, modelled on mongorestore's.
 #[derive(Debug, clap::Args)]
@@ -56,6 +57,8 @@ pub struct Args {
     /// Print what would be done and change nothing.
     #[arg(long = "dry-run")]
     dry_run: bool,
+    #[command(flatten)]
+    identity: IdentityArg,
 }
 
 pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<i32> {
@@ -77,6 +80,7 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         (Some(_), Some(_)) => config().unwrap_or_default(),
         _ => config()?,
     };
+    let identities = args.identity.load(Some(&config))?;
     let store = match &args.archive {
         Some(_) => None,
         None => Some(store::open(&config.storage)?),
@@ -91,14 +95,17 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         (Some(store), None, Some("latest")) => Chain::load(store.as_ref(), prefix).await?.latest(),
         _ => None,
     };
+    // Opened, and decrypted as far as the age header, before connecting: a missing or wrong key writes nothing.
     let input: ByteStream = match (&args.archive, &store, &path, &args.id) {
-        (Some(path), _, _, _) => Box::pin(
-            tokio::fs::File::open(path)
+        (Some(path), _, _, _) => {
+            let file = tokio::fs::File::open(path)
                 .await
-                .map_err(|source| Error::Io { action: format!("opening archive {}", path.display()), source })?,
-        ),
+                .map_err(|source| Error::Io { action: format!("opening archive {}", path.display()), source })?;
+            crypt::open(file, identities.as_ref(), &format!("archive {}", path.display()), None).await?.1
+        }
         (None, Some(store), Some(path), _) => {
             let manifest = backup::resolve(store.as_ref(), prefix, path.base.as_str()).await?;
+            let input = backup::open_archive(store.as_ref(), prefix, &manifest, identities.as_ref()).await?;
             eprintln!(
                 "restoring to {}: base backup {} ({} documents, consistent as of {}), then {} oplog chunks ({})",
                 describe(path.target),
@@ -108,12 +115,13 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
                 path.chunks.len(),
                 human_bytes(path.chunk_bytes())
             );
-            store.get_stream(&backup::archive_key(prefix, &manifest.id, manifest.compression)).await?
+            input
         }
         (None, Some(store), None, Some(id)) => {
             let manifest = backup::resolve(store.as_ref(), prefix, id).await?;
+            let input = backup::open_archive(store.as_ref(), prefix, &manifest, identities.as_ref()).await?;
             eprintln!("restoring backup {} ({} documents)", manifest.id, manifest.documents());
-            store.get_stream(&backup::archive_key(prefix, &manifest.id, manifest.compression)).await?
+            input
         }
         _ => return Err(Error::Usage("give a backup id, `latest`, --time TIME or --archive FILE".into())),
     };

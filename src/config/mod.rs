@@ -93,6 +93,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Continuous oplog archiving (point-in-time recovery between base backups).
     pub pitr: PitrConfig,
+    /// Client-side encryption (off unless recipients are set).
+    pub encryption: EncryptionConfig,
 }
 
 /// `[mongodb]`.
@@ -522,6 +524,22 @@ impl Default for PitrConfig {
             chunk_max_bytes: 16 << 20,
             poll_interval: Duration::from_secs(1),
         }
+/// `[encryption]`: the VM gets only `recipients` (public keys); `identity_file` belongs on a restore host. See
+/// [`crate::crypt`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    /// age X25519 recipients (`age1…`); every new backup is encrypted to all of them. Empty: not encrypted.
+    pub recipients: Vec<String>,
+    /// age identity file (secret `age-identity`) for `restore`, `export`, `inspect` and `verify --deep`; never on
+    /// the VM that backs up.
+    pub identity_file: Option<PathBuf>,
+}
+
+impl EncryptionConfig {
+    /// The parsed recipients (checked when the config loaded).
+    pub fn recipients(&self) -> Result<crate::crypt::Recipients, crate::crypt::CryptError> {
+        crate::crypt::Recipients::parse(&self.recipients)
     }
 }
 
@@ -594,6 +612,7 @@ impl Config {
             !pitr.enabled || b.oplog == OplogMode::Auto,
             "pitr.enabled needs backup.oplog = \"auto\": a base backup without its oplog slice cannot start a chain",
         )?;
+        self.encryption.recipients().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

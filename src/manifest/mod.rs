@@ -47,8 +47,12 @@ pub struct Manifest {
     pub archive_bytes: u64,
     /// Bytes of the plain archive.
     pub uncompressed_bytes: u64,
-    /// SHA-256 of the stored archive object.
+    /// SHA-256 of the stored archive object (as stored: of the encrypted bytes when encrypted).
     pub archive_sha256: String,
+    /// Set when the stored archive is encrypted: the format and the fingerprints of the keys that open it. Absent
+    /// in plain backups, so manifests written before encryption existed still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypt::Encryption>,
     /// One entry per collection, view and the oplog, with what the archive holds for it.
     pub namespaces: Vec<NamespaceRecord>,
     /// Collections dropped while the backup read them: the archive holds what was read, and the oplog slice
@@ -135,5 +139,31 @@ impl Manifest {
     /// Total documents over all collections (the oplog excluded).
     pub fn documents(&self) -> u64 {
         self.namespaces.iter().filter(|n| n.kind != "oplog").map(|n| n.documents).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest as agents before encryption wrote it (no `encryption` key).
+    const PLAIN: &str = r#"{"manifest_version": 1, "id": "20261123T140000Z-1a2b3c", "status": "complete",
+        "started_at": "2026-11-23T14:00:00.123Z", "finished_at": "2026-11-23T14:03:10.456Z", "agent_version": "0.1.0",
+        "host": "vm", "server_version": "4.4.29", "replica_set": null,
+        "oplog": {"included": false, "start": null, "end": null, "note": "standalone server: no oplog"},
+        "compression": "zstd", "archive": "archive.zst", "archive_bytes": 10, "uncompressed_bytes": 20,
+        "archive_sha256": "00", "namespaces": []}"#;
+
+    #[test]
+    fn manifests_without_encryption_still_load_and_plain_ones_do_not_grow_the_key() {
+        let plain = Manifest::parse(PLAIN.as_bytes()).unwrap();
+        assert_eq!(plain.encryption, None);
+        assert!(!plain.to_json().contains("encryption"));
+        let mut sealed = plain.clone();
+        sealed.encryption =
+            Some(crate::crypt::Encryption { format: "age".into(), recipients: vec!["73438210c856055d".into()] });
+        let json = sealed.to_json();
+        assert!(json.contains("\"recipients\": [\n      \"73438210c856055d\""), "{json}");
+        assert_eq!(Manifest::parse(json.as_bytes()).unwrap(), sealed);
     }
 }

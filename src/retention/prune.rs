@@ -448,6 +448,7 @@ mod tests {
             archive_bytes: 1000,
             uncompressed_bytes: 1000,
             archive_sha256: String::new(),
+            encryption: None,
             namespaces: Vec::new(),
             dropped_during_backup: Vec::new(),
         }

@@ -9,6 +9,7 @@ use super::{Check, Problem, VerifyReport};
 use crate::archive::{ArchiveError, ArchiveItem, ArchiveReader, NamespaceStats};
 use crate::backup::{Manifest, archive_key};
 use crate::compress::{self, Compression};
+use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
 use crate::store::{DigestingReader, ObjectStore, PutSummary, StoreError};
 
@@ -30,8 +31,14 @@ struct Parsed {
 }
 
 /// Re-reads backup `manifest.id` under `prefix` and checks it against its manifest. What the daemon runs after each
-/// backup when `verify.after_backup` is set, and what `verify` runs first.
-pub async fn verify(store: &dyn ObjectStore, prefix: &str, manifest: &Manifest) -> Result<VerifyReport> {
+/// backup when `verify.after_backup` is set, and what `verify` runs first. An encrypted backup without
+/// `identities` (the VM holds none) gets the checks of the stored bytes only: size and sha256.
+pub async fn verify(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    manifest: &Manifest,
+    identities: Option<&Identities>,
+) -> Result<VerifyReport> {
     let key = archive_key(prefix, &manifest.id, manifest.compression);
     let mut report = VerifyReport {
         id: manifest.id.clone(),
@@ -39,6 +46,7 @@ pub async fn verify(store: &dyn ObjectStore, prefix: &str, manifest: &Manifest) 
         stored_bytes: 0,
         namespaces_checked: 0,
         documents: 0,
+        contents_checked: manifest.encryption.is_none() || identities.is_some(),
         problems: Vec::new(),
     };
     let stored = match store.get_stream(&key).await {
@@ -51,15 +59,24 @@ pub async fn verify(store: &dyn ObjectStore, prefix: &str, manifest: &Manifest) 
         Err(e) => return Err(e.into()),
     };
     let (into_parser, parser_input) = tokio::io::duplex(PIPE_BYTES);
-    let (summary, parsed) = tokio::join!(forward(stored, into_parser), parse(parser_input));
+    let contents = report.contents_checked.then_some(parser_input);
+    let parse = async {
+        match contents {
+            Some(input) => Some(parse(input, identities, manifest).await),
+            None => None,
+        }
+    };
+    let (summary, parsed) = tokio::join!(forward(stored, into_parser), parse);
     let summary = summary.map_err(|source| Error::Io {
         action: format!("reading archive {key} from {} for verification", store.describe()),
         source,
     })?;
     report.stored_bytes = summary.bytes;
-    report.documents = parsed.documents;
-    compare_stored(&mut report, manifest, &summary, parsed.compression);
-    compare_parsed(&mut report, manifest, parsed);
+    compare_stored(&mut report, manifest, &summary, parsed.as_ref().and_then(|p| p.compression));
+    if let Some(parsed) = parsed {
+        report.documents = parsed.documents;
+        compare_parsed(&mut report, manifest, parsed);
+    }
     Ok(report)
 }
 
@@ -82,8 +99,16 @@ async fn forward(stored: impl AsyncRead + Unpin, mut parser: tokio::io::DuplexSt
     Ok(input.summary())
 }
 
-async fn parse(input: tokio::io::DuplexStream) -> Parsed {
+async fn parse(input: tokio::io::DuplexStream, identities: Option<&Identities>, manifest: &Manifest) -> Parsed {
     let mut parsed = Parsed { compression: None, prelude: None, ended: Vec::new(), documents: 0, failure: None };
+    let what = format!("backup {}", manifest.id);
+    let input = match crypt::open(input, identities, &what, manifest.encryption.as_ref()).await {
+        Ok((_, input)) => input,
+        Err(e) => {
+            parsed.failure = Some(ArchiveError::Io(std::io::Error::other(e)));
+            return parsed;
+        }
+    };
     let (compression, plain) = match compress::decoder(input).await {
         Ok(found) => found,
         Err(e) => {

@@ -9,13 +9,14 @@ use serde::Serialize;
 
 use super::{Check, Problem};
 use crate::archive::{ArchiveItem, ArchiveReader, Namespace};
-use crate::backup::{Manifest, archive_key};
+use crate::backup::{Manifest, open_archive};
 use crate::compress;
 use crate::config::Config;
+use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
 use crate::mongo::NamespaceFilter;
 use crate::restore::{self, Rename, RestoreOptions};
-use crate::store::ObjectStore;
+use crate::store::{ByteStream, ObjectStore};
 
 /// MongoDB's limit on a database name, in bytes.
 const MAX_DB_NAME: usize = 63;
@@ -68,14 +69,17 @@ pub fn scratch_name(run: &str, index: usize, db: &str) -> String {
 
 /// Restores backup `manifest.id` into scratch databases on `client` and compares it with the archive. Only
 /// collections, views and time-series collections are restored (users, roles and the oplog are not: they would
-/// change the server's users and data). The scratch databases are dropped before returning, also on failure.
+/// change the server's users and data). The scratch databases are dropped before returning, also on failure. An
+/// encrypted backup needs `identities`; without the right one this fails before anything is written.
 pub async fn deep(
     store: &dyn ObjectStore,
     prefix: &str,
     manifest: &Manifest,
     client: &Client,
     options: DeepOptions,
+    identities: Option<&Identities>,
 ) -> Result<DeepReport> {
+    crypt::unlock(identities, &format!("backup {}", manifest.id), manifest.encryption.as_ref())?;
     let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let data: Vec<&str> = manifest
         .namespaces
@@ -92,17 +96,30 @@ pub async fn deep(
         documents_sampled: 0,
         problems: Vec::new(),
     };
-    let outcome = restore_and_compare(store, prefix, manifest, client, options, &data, &mut report).await;
+    let source = Source { store, prefix, manifest, identities };
+    let outcome = restore_and_compare(&source, client, options, &data, &mut report).await;
     let cleanup = drop_scratch(client, scratch.values()).await;
     outcome?;
     cleanup?;
     Ok(report)
 }
 
+/// Where the backup is read from, twice: once to restore it, once to sample it.
+struct Source<'a> {
+    store: &'a dyn ObjectStore,
+    prefix: &'a str,
+    manifest: &'a Manifest,
+    identities: Option<&'a Identities>,
+}
+
+impl Source<'_> {
+    async fn open(&self) -> Result<ByteStream> {
+        open_archive(self.store, self.prefix, self.manifest, self.identities).await
+    }
+}
+
 async fn restore_and_compare(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    manifest: &Manifest,
+    source: &Source<'_>,
     client: &Client,
     options: DeepOptions,
     data: &[&str],
@@ -126,8 +143,8 @@ async fn restore_and_compare(
         parallel: options.parallel_inserts,
         batch_size: options.batch_size,
     };
-    let key = archive_key(prefix, &manifest.id, manifest.compression);
-    if let Err(e) = restore::restore(store.get_stream(&key).await?, client, &restore_options).await {
+    let manifest = source.manifest;
+    if let Err(e) = restore::restore(source.open().await?, client, &restore_options).await {
         if let Error::Unreachable { .. } = e {
             return Err(e);
         }
@@ -151,25 +168,24 @@ async fn restore_and_compare(
             report.problems.push(Problem::namespace(&record.namespace, Check::Documents, detail));
         }
     }
-    compare_sample(store, &key, manifest, client, options.sample_documents, &target, report).await
+    compare_sample(source, client, options.sample_documents, &target, report).await
 }
 
 /// Reads the archive again and looks up the first `sample` documents of each collection in the restored copy by
 /// `_id`, comparing raw bytes; one problem per collection, naming the first differing `_id`.
 async fn compare_sample(
-    store: &dyn ObjectStore,
-    key: &str,
-    manifest: &Manifest,
+    source: &Source<'_>,
     client: &Client,
     sample: u32,
     target: &dyn Fn(&Namespace) -> Namespace,
     report: &mut DeepReport,
 ) -> Result<()> {
     let collections: BTreeSet<&str> =
-        manifest.namespaces.iter().filter(|r| r.kind == "collection").map(|r| r.namespace.as_str()).collect();
-    let (_, plain) = compress::decoder(store.get_stream(key).await?)
-        .await
-        .map_err(|source| Error::Io { action: format!("reading archive {key} again for sampling"), source })?;
+        source.manifest.namespaces.iter().filter(|r| r.kind == "collection").map(|r| r.namespace.as_str()).collect();
+    let (_, plain) = compress::decoder(source.open().await?).await.map_err(|e| Error::Io {
+        action: format!("reading backup {} again for sampling", source.manifest.id),
+        source: e,
+    })?;
     let mut reader = ArchiveReader::open(plain).await?;
     let names: Vec<Namespace> = reader.prelude().iter().map(|e| e.namespace.clone()).collect();
     let mut seen = vec![0u32; names.len()];

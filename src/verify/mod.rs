@@ -84,6 +84,9 @@ pub struct VerifyReport {
     pub namespaces_checked: usize,
     /// Documents read from the archive.
     pub documents: u64,
+    /// Whether the archive's contents were read (structure, CRCs, counts); false for an encrypted backup checked
+    /// without its identity, where only the stored bytes' size and sha256 are.
+    pub contents_checked: bool,
     /// Every failed check; empty means the backup is good.
     pub problems: Vec<Problem>,
 }

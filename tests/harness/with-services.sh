@@ -9,7 +9,8 @@
 #          MBA_MONGO_TOOLS_DIR (stock mongodump/mongorestore/bsondump 100.18.0, checksums verified: the
 #          compatibility tests and the bench's peer rows run them),
 #          MBA_TEST_SMTP_PYTHON (a python with aiosmtpd: the notification tests start tests/harness/smtp-sink.py
-#          with it, one sink per test, plain or with STARTTLS or SMTPS and a certificate of their own).
+#          with it, one sink per test, plain or with STARTTLS or SMTPS and a certificate of their own),
+#          MBA_AGE (Debian's age CLI, the encryption tests' independent peer; age-keygen and zstd beside it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d /tmp/mba-services.XXXXXX)"
@@ -59,6 +60,7 @@ wait_port "$port" azurite-blob "$work/azurite.log"
 export MBA_TEST_AZURITE_BLOB_ENDPOINT="http://127.0.0.1:$port/devstoreaccount1"
 
 export MBA_TEST_SMTP_PYTHON="$(bash "$here/install-aiosmtpd.sh")"
+export MBA_AGE="$(bash "$here/install-age.sh")"
 
 echo "services: mongodb $MBA_TEST_MONGODB_URI, azurite $MBA_TEST_AZURITE_BLOB_ENDPOINT" >&2
 "$@"

@@ -309,13 +309,18 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 work path")
 }
 
-/// Writes the config of a backup to `store` ("fs", "azure", or "fs-oplog": fs with the oplog window on) with
-/// `compression`; returns its path.
+/// A public key for the encrypted backup case: backing up needs no private key.
+const BENCH_RECIPIENT: &str = "age1mj5tdecfufwlklcycndk95nlc42semcvf2j29lenascksqv2jvgqqrq8cs";
+
+/// Writes the config of a backup to `store` ("fs", "azure", "fs-oplog": fs with the oplog window on, or "fs-age":
+/// fs encrypted to [`BENCH_RECIPIENT`]) with `compression`; returns its path.
 fn config(work: &Work, store: &str, compression: Compression) -> String {
     let file = work.dir.join(format!("{store}-{compression}.toml"));
-    // The data path alone, except for the case that measures what the oplog window adds to it.
+    // The data path alone, except for the cases that measure what the oplog window or encryption add to it.
     let oplog = if store == "fs-oplog" { "auto" } else { "off" };
-    let storage = match store.trim_end_matches("-oplog") {
+    let encryption =
+        if store == "fs-age" { format!("[encryption]\nrecipients = [{BENCH_RECIPIENT:?}]\n") } else { String::new() };
+    let storage = match store.trim_end_matches("-oplog").trim_end_matches("-age") {
         "fs" => format!("path = {:?}\nprefix = \"{store}-{compression}\"\n", path(&work.dir.join("store"))),
         _ => {
             let secret = work.dir.join("connection-string");
@@ -336,7 +341,7 @@ fn config(work: &Work, store: &str, compression: Compression) -> String {
     };
     let text = format!(
         "[mongodb]\nuri = {:?}\n[storage]\n{storage}[backup]\ncompression = \"{compression}\"\ninclude = {:?}\n\
-         oplog = {oplog:?}\n",
+         oplog = {oplog:?}\n{encryption}",
         work.uri,
         includes()
     );

@@ -72,6 +72,15 @@ pub fn cases(threads: u32, (zstd_level, gzip_level): (i32, u32)) -> Vec<Case> {
                 "backup-fs-zstd with the oplog window on (start, end, rollover check, slice)",
             )
         },
+        Case {
+            judge: Judge::TimeAtMost("backup-fs-zstd", 1.05),
+            ..backup(
+                "backup-fs-zstd-age",
+                "fs-age",
+                Compression::Zstd,
+                "backup-fs-zstd encrypted to an age recipient ([encryption], same data)",
+            )
+        },
         backup("backup-fs-gzip", "fs", Compression::Gzip, "backup to a directory, gzip"),
         backup("backup-fs-none", "fs", Compression::None, "backup to a directory, uncompressed"),
         backup("backup-azure-zstd", "azure", Compression::Zstd, "backup to Azurite, zstd"),
