@@ -1,6 +1,6 @@
-//! Point-in-time archiving into Azure Blob (Azurite): a base backup, the archiver storing chunks while writes go
-//! on, and a restore to a moment between two chunks, read back from the container and compared document by
-//! document with what the server held at that moment.
+//! Point-in-time archiving into Azure Blob (Azurite): a base backup, the archiver storing chunks (encrypted to an
+//! age recipient) while writes go on, and a restore to a moment between two chunks, read back from the container,
+//! decrypted with the identity and compared document by document with what the server held at that moment.
 
 mod azure_support;
 mod common;
@@ -8,10 +8,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use age::secrecy::ExposeSecret;
 use azure_support::{create_container, shared_endpoint, shared_key_config, unique_container};
 use bson::{Document, Timestamp, doc};
 use common::{client, raw_docs, restore_options, unique};
 use mongo_backup_agent::backup::{self, BackupId, Progress};
+use mongo_backup_agent::crypt::{Identities, Recipients};
 use mongo_backup_agent::mongo::NamespaceFilter;
 use mongo_backup_agent::oplog::archiver::{self, ArchiveSettings, Resume, Stop};
 use mongo_backup_agent::oplog::chain::Chain;
@@ -44,6 +46,9 @@ async fn chunks_in_azurite_restore_to_a_moment_between_them() {
         .await
         .unwrap();
 
+    let key = age::x25519::Identity::generate();
+    let recipients = Recipients::parse(&[key.to_public().to_string()]).unwrap();
+    let identities = Identities::parse(key.to_string().expose_secret(), "test key").unwrap();
     let settings = ArchiveSettings {
         prefix: "t".into(),
         compression: config.backup.compression_settings(),
@@ -51,6 +56,7 @@ async fn chunks_in_azurite_restore_to_a_moment_between_them() {
         span: Duration::from_secs(3600),
         max_bytes: 1 << 20,
         poll: Duration::from_millis(100),
+        recipients: Some(recipients),
     };
     let start = base.oplog.start.unwrap().into();
     let (seals, mut requests) = mpsc::channel(4);
@@ -83,14 +89,22 @@ async fn chunks_in_azurite_restore_to_a_moment_between_them() {
 
     let chain = Chain::load(store.as_ref(), "t").await.unwrap();
     assert_eq!(chain.chunks.len(), 2, "{:?}", chain.chunks);
-    assert!(chain.verify(store.as_ref()).await.is_empty());
+    assert!(chain.verify(store.as_ref(), Some(&identities)).await.is_empty());
+    // Stored encrypted: age's header first, and unreadable without the identity.
+    let stored = store.get_bytes(&chain.chunks[0].key).await.unwrap();
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+    let without_key = chain.verify(store.as_ref(), None).await;
+    assert_eq!(without_key.len(), 2, "{without_key:?}");
+    assert!(without_key[0].contains("identity"), "{without_key:?}");
     let path = chain.path_to(middle).unwrap();
     assert_eq!(path.base, base.id);
     let archive = store.get_stream(&backup::archive_key("t", &base.id, base.compression)).await.unwrap();
     let target = unique("azpitr_to");
     let options = restore_options(&[], &[(&format!("{db}.*"), &format!("{target}.*"))], false);
     let report =
-        restore::restore_to_point(archive, &source, &options, Some(path.entries(store.as_ref()))).await.unwrap();
+        restore::restore_to_point(archive, &source, &options, Some(path.entries(store.as_ref(), Some(&identities))))
+            .await
+            .unwrap();
     assert!(report.replay.applied >= 101, "{:?}", report.replay);
     assert_eq!(raw_docs(&source, &target, "c").await, expected);
 }

@@ -139,7 +139,8 @@ pub async fn run(config: impl FnOnce() -> Result<Config>, args: Args) -> Result<
         batch_size: config.restore.batch_size,
     };
     let started = std::time::Instant::now();
-    let continuation = store.as_deref().zip(path.as_ref()).map(|(store, path)| path.entries(store));
+    let continuation =
+        store.as_deref().zip(path.as_ref()).map(|(store, path)| path.entries(store, identities.as_ref()));
     let restored = restore::restore_to_point(input, &client, &options, continuation).await;
     mongo::close(client).await;
     let report = restored?;

@@ -3,6 +3,7 @@
 
 use mongo_backup_agent::backup;
 use mongo_backup_agent::config::{Config, MongoConfig};
+use mongo_backup_agent::crypt::Identities;
 use mongo_backup_agent::error::{EXIT_FAILED, EXIT_OK, Result};
 use mongo_backup_agent::oplog::chain::Chain;
 use mongo_backup_agent::store::ObjectStore;
@@ -37,9 +38,9 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> Result<i32> {
     let store = store::open(&config.storage)?;
     let prefix = &config.storage.prefix;
-    let Some(id) = &args.id else { return verify_chain(store.as_ref(), prefix).await };
-    let manifest = backup::resolve(store.as_ref(), prefix, id).await?;
     let identities = args.identity.load(Some(config))?;
+    let Some(id) = &args.id else { return verify_chain(store.as_ref(), prefix, identities.as_ref()).await };
+    let manifest = backup::resolve(store.as_ref(), prefix, id).await?;
     // Asked to read the contents (--deep, or an identity given): a missing or wrong key is refused before anything.
     if args.deep || identities.is_some() {
         crypt::unlock(identities.as_ref(), &format!("backup {}", manifest.id), manifest.encryption.as_ref())?;
@@ -99,10 +100,10 @@ pub async fn run(config: &Config, args: Args) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// `verify --chain`.
-async fn verify_chain(store: &dyn ObjectStore, prefix: &str) -> Result<i32> {
+/// `verify --chain`; encrypted chunks need `--identity`.
+async fn verify_chain(store: &dyn ObjectStore, prefix: &str, identities: Option<&Identities>) -> Result<i32> {
     let chain = Chain::load(store, prefix).await?;
-    let problems = chain.verify(store).await;
+    let problems = chain.verify(store, identities).await;
     for problem in &problems {
         println!("{problem}");
     }

@@ -524,6 +524,9 @@ impl Default for PitrConfig {
             chunk_max_bytes: 16 << 20,
             poll_interval: Duration::from_secs(1),
         }
+    }
+}
+
 /// `[encryption]`: the VM gets only `recipients` (public keys); `identity_file` belongs on a restore host. See
 /// [`crate::crypt`].
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -65,6 +65,7 @@ impl Pitr {
             span: config.pitr.chunk_span,
             max_bytes: config.pitr.chunk_max_bytes as usize,
             poll: config.pitr.poll_interval,
+            recipients: Some(config.encryption.recipients()?).filter(|r| !r.is_empty()),
         };
         let (seals, requests) = mpsc::channel(16);
         let pitr = Arc::new(Pitr { seals, state: Arc::default(), status });

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bson::{Timestamp, doc};
 use chrono::{DateTime, Utc};
 use mongodb::Client;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -30,13 +31,14 @@ use super::slice::{oldest_entry, oplog, ordered_entry};
 use super::window::{format_ts, majority};
 use crate::archive::NamespaceFilter;
 use crate::compress::{self, CompressionSettings};
+use crate::crypt::{self, Recipients};
 use crate::error::{Error, Result};
 use crate::manifest::OplogTimestamp;
 use crate::mongo::within_stall_limit;
 use crate::store::{ObjectStore, StoreError};
 
 /// How the archiver chunks and where it stores.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArchiveSettings {
     /// The store's key prefix.
     pub prefix: String,
@@ -50,6 +52,8 @@ pub struct ArchiveSettings {
     pub max_bytes: usize,
     /// How often the server's majority point is read.
     pub poll: Duration,
+    /// `[encryption] recipients`: each chunk is encrypted to them after compression, like the archives.
+    pub recipients: Option<Recipients>,
 }
 
 /// Where archiving starts: the end of the last stored chunk, or a base window's start.
@@ -199,6 +203,19 @@ pub async fn run(
 }
 
 impl Archiver<'_> {
+    /// The stored bytes of a chunk: compressed, then encrypted when recipients are set.
+    async fn encode(&self, plain: &[u8], key: &str) -> Result<Vec<u8>> {
+        let io = |source| Error::Io { action: format!("compressing oplog chunk {key}"), source };
+        let compressed = compress::compress_bytes(&self.settings.compression, plain).await.map_err(io)?;
+        let Some(recipients) = &self.settings.recipients else { return Ok(compressed) };
+        let mut encrypted = Vec::with_capacity(compressed.len() + 1024);
+        let mut writer = crypt::encrypting_writer(recipients, &mut encrypted, key).await?;
+        writer.write_all(&compressed).await.map_err(io)?;
+        writer.shutdown().await.map_err(io)?;
+        drop(writer);
+        Ok(encrypted)
+    }
+
     fn update(&self, change: impl FnOnce(&mut ArchiveStatus)) {
         change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -262,10 +279,8 @@ impl Archiver<'_> {
         }
         let entries = std::mem::take(&mut self.entries);
         let (header, plain) = entries.finish(self.from, self.inclusive, self.covered);
-        let stored = compress::compress_bytes(&self.settings.compression, &plain)
-            .await
-            .map_err(|source| Stop::Failed(Error::Io { action: "compressing an oplog chunk".into(), source }))?;
         let key = chunk_key(&self.settings.prefix, header.from, header.to, self.settings.compression.compression);
+        let stored = self.encode(&plain, &key).await.map_err(Stop::Failed)?;
         let size = stored.len() as u64;
         match self.store.put_if_absent(&key, stored.into()).await {
             // Only a chunk of the same interval, holding the same entries, has the same key.

@@ -13,6 +13,7 @@ use super::chunk::{ChunkRef, chunk_dir, decode, parse_chunk_key};
 use super::window::format_ts;
 use crate::backup::{BackupEntry, BackupId, list_backups};
 use crate::compress;
+use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::store::ObjectStore;
@@ -161,12 +162,12 @@ impl Chain {
         lines
     }
 
-    /// Checks the whole chain: every chunk read and checked (header, CRC-64, SHA-256, interval), no two chunks
-    /// overlapping, no gap after the oldest base. One line per problem; none means the chain is sound.
-    pub async fn verify(&self, store: &dyn ObjectStore) -> Vec<String> {
+    /// Checks the whole chain: every chunk read (decrypted with `identities` when encrypted) and checked (header,
+    /// CRC-64, SHA-256, interval), no two chunks overlapping, no gap after the oldest base. One line per problem; none means the chain is sound.
+    pub async fn verify(&self, store: &dyn ObjectStore, identities: Option<&Identities>) -> Vec<String> {
         let mut problems = Vec::new();
         for chunk in &self.chunks {
-            if let Err(e) = read_chunk(store, chunk).await {
+            if let Err(e) = read_chunk(store, chunk, identities).await {
                 problems.push(e.to_string());
             }
         }
@@ -213,10 +214,12 @@ impl RestorePath {
         self.chunks.iter().map(|(c, _)| c.size).sum()
     }
 
-    /// The entries to replay after the base, read one chunk at a time.
-    pub fn entries<'a>(&self, store: &'a dyn ObjectStore) -> PathEntries<'a> {
+    /// The entries to replay after the base, read one chunk at a time (decrypted with `identities` when the
+    /// chunks are encrypted).
+    pub fn entries<'a>(&self, store: &'a dyn ObjectStore, identities: Option<&'a Identities>) -> PathEntries<'a> {
         PathEntries {
             store,
+            identities,
             chunks: self.chunks.clone().into_iter(),
             target: self.target,
             pending: Vec::new().into_iter(),
@@ -229,6 +232,7 @@ impl RestorePath {
 /// (header, CRC-64, SHA-256) before any of its entries is returned.
 pub struct PathEntries<'a> {
     store: &'a dyn ObjectStore,
+    identities: Option<&'a Identities>,
     chunks: std::vec::IntoIter<(ChunkRef, Timestamp)>,
     target: Timestamp,
     pending: std::vec::IntoIter<Document>,
@@ -242,7 +246,7 @@ impl PathEntries<'_> {
                 return Ok(Some(entry));
             }
             let Some((chunk, after)) = self.chunks.next() else { return Ok(None) };
-            let entries = read_chunk(self.store, &chunk).await?;
+            let entries = read_chunk(self.store, &chunk, self.identities).await?;
             let target = self.target;
             let new = entries.into_iter().filter(|e| e.get_timestamp("ts").is_ok_and(|ts| ts > after && ts <= target));
             self.pending = new.collect::<Vec<_>>().into_iter();
@@ -250,11 +254,18 @@ impl PathEntries<'_> {
     }
 }
 
-/// Reads a stored chunk whole and checks it ([`decode`]): its entries, or an error naming the chunk.
-pub async fn read_chunk(store: &dyn ObjectStore, chunk: &ChunkRef) -> Result<Vec<Document>> {
+/// Reads a stored chunk whole, decrypting it with `identities` when it is encrypted, and checks it ([`decode`]):
+/// its entries, or an error naming the chunk.
+pub async fn read_chunk(
+    store: &dyn ObjectStore,
+    chunk: &ChunkRef,
+    identities: Option<&Identities>,
+) -> Result<Vec<Document>> {
     let stored = store.get_bytes(&chunk.key).await?;
-    let io = |source| Error::Io { action: format!("reading oplog chunk {}", chunk.key), source };
-    let (_, mut reader) = compress::decoder(std::io::Cursor::new(stored)).await.map_err(io)?;
+    let what = format!("oplog chunk {}", chunk.key);
+    let (_, plain) = crypt::open(std::io::Cursor::new(stored), identities, &what, None).await?;
+    let io = |source| Error::Io { action: format!("reading {what}"), source };
+    let (_, mut reader) = compress::decoder(plain).await.map_err(io)?;
     let mut plain = Vec::new();
     reader.read_to_end(&mut plain).await.map_err(io)?;
     let (_, entries) = decode(&plain, chunk).map_err(|e| Error::Refused(format!("oplog chunk {}: {e}", chunk.key)))?;

@@ -283,7 +283,7 @@ async fn chunk_times(store: &dyn ObjectStore, seen: &HashMap<String, Instant>) -
     let mut durable = HashMap::new();
     for chunk in &chain.chunks {
         let Some(at) = seen.get(&chunk.key) else { continue };
-        for entry in read_chunk(store, chunk).await.expect("chunk") {
+        for entry in read_chunk(store, chunk, None).await.expect("chunk") {
             if let Some(id) = entry.get_document("o").ok().and_then(|o| o.get_i64("_id").ok()) {
                 durable.entry(id).or_insert(*at);
             }
