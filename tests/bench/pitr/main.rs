@@ -197,8 +197,9 @@ async fn run() {
             .collect();
         let missing = commits.len() - rpo.len();
         rpo.sort_by(f64::total_cmp);
+        let peak = peak_rss_mib(&agent.pid());
         rows.push(format!(
-            "| RPO at {rate} writes/s ({} written in {wall:.0} s{}) | median {:.2} s, p99 {:.2} s, max {:.2} s | ≤ {} s | daemon CPU {} of a core |",
+            "| RPO at {rate} writes/s ({} written in {wall:.0} s{}) | median {:.2} s, p99 {:.2} s, max {:.2} s | ≤ {} s | daemon CPU {} of a core, peak RSS {peak} MiB |",
             commits.len(),
             if missing > 0 { format!(", {missing} not yet archived") } else { String::new() },
             percentile(&rpo, 0.5),
@@ -275,6 +276,16 @@ async fn run() {
     );
     print!("{table}");
     std::fs::write(root.join("target/bench/pitr.md"), table).expect("write pitr.md");
+}
+
+/// The daemon's peak resident memory so far (VmHWM), in MiB: bounded by the chunk size, whatever the write rate.
+fn peak_rss_mib(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    kib.map_or("?".into(), |k| format!("{}", k / 1024))
 }
 
 /// For each document id in the chunks `seen`, when its chunk appeared.
