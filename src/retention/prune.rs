@@ -359,14 +359,7 @@ mod tests {
             e
         };
         let entries = [complete("20260501T100000Z-aaaaaa"), complete("20260501T110000Z-bbbbbb")];
-        let policy = RetentionConfig {
-            keep_last: 1,
-            keep_hourly: 0,
-            keep_daily: 0,
-            keep_weekly: 0,
-            keep_monthly: 0,
-            ..Default::default()
-        };
+        let policy = keep_last_only();
         let plan = PrunePlan::from_entries(&entries, &policy, "2026-05-01T12:00:00Z".parse().unwrap(), None);
         assert_eq!(plan.forget.len(), 1);
         let doomed = &plan.forget[0];
@@ -401,14 +394,7 @@ mod tests {
                 e.manifest = Some(manifest(&e.id));
                 e
             });
-        let policy = RetentionConfig {
-            keep_last: 1,
-            keep_hourly: 0,
-            keep_daily: 0,
-            keep_weekly: 0,
-            keep_monthly: 0,
-            ..Default::default()
-        };
+        let policy = keep_last_only();
         let mut plan = PrunePlan::from_entries(&entries, &policy, "2026-05-01T12:00:00Z".parse().unwrap(), None);
         let chunks = vec![chunk(100, 160), chunk(160, 200), chunk(200, 260), chunk(260, 300)];
         // Only the new base (window from 200) is kept: chunks up to 200 go, the one starting at 200 stays.
@@ -423,6 +409,18 @@ mod tests {
         plan.chunks.clear();
         plan.choose_chunks(&Chain { bases: vec![base(old, 100, false)], chunks });
         assert!(plan.chunks.is_empty());
+    }
+
+    /// A policy keeping the newest backup and nothing else.
+    fn keep_last_only() -> RetentionConfig {
+        RetentionConfig {
+            keep_last: 1,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            ..Default::default()
+        }
     }
 
     fn manifest(id: &BackupId) -> crate::backup::Manifest {
