@@ -89,20 +89,19 @@ fn render_pitr(pitr: &PitrState, now: chrono::DateTime<chrono::Utc>) -> String {
     let a = &pitr.archive;
     let mut out =
         format!("point-in-time: {}\n", if a.archiving { "archiving the oplog" } else { "NOT archiving (see below)" });
-    match a.archived_to {
-        Some(to) => {
+    match (a.archived_to, a.lag_secs(now)) {
+        (Some(to), Some(lag)) => {
             out += &format!(
-                "  archived up to {}, lag {}s; {} chunks, {} stored by this daemon\n",
+                "  archived up to {}, lag {lag}s; {} chunks, {} stored by this daemon\n",
                 describe(to.into()),
-                (now.timestamp() - i64::from(to.t)).max(0),
                 a.chunks,
                 human_bytes(a.bytes)
             )
         }
-        None => out += "  nothing archived by this daemon yet\n",
+        _ => out += "  nothing archived by this daemon yet\n",
     }
-    if let (Some(oldest), Some(newest)) = (a.oplog_oldest, a.oplog_newest) {
-        let hours = f64::from(newest.t.saturating_sub(oldest.t)) / 3600.0;
+    if let (Some(oldest), Some(newest), Some(window)) = (a.oplog_oldest, a.oplog_newest, a.oplog_window_secs()) {
+        let hours = f64::from(window) / 3600.0;
         out += &format!(
             "  server oplog: {} → {}: holds {hours:.1} h of writes\n",
             describe(oldest.into()),

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bson::Timestamp;
-use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -171,7 +170,7 @@ impl Supervisor {
                         .into(),
                 ));
             }
-            return self.base_backup("no base backup with an oplog slice yet").await;
+            return self.base_backup("no base backup with an oplog slice yet", None).await;
         };
         let resume = match chain.chunks.iter().map(|c| c.to).max() {
             Some(to) if to >= base.start => Resume { from: to, inclusive: false },
@@ -197,31 +196,28 @@ impl Supervisor {
             Stop::Failed(e) => Err(e),
             broken @ (Stop::Gap { .. } | Stop::NeedsBase(_)) => {
                 self.pitr.update_archive(|s| s.gaps += 1);
-                self.base_backup(&broken.to_string()).await
+                self.base_backup(&broken.to_string(), Some(store.describe())).await
             }
         }
     }
 
-    /// Takes a base backup because of `why` (a gap is also notified), and waits for it.
-    async fn base_backup(&self, why: &str) -> Result<()> {
+    /// Takes a base backup because of `why`, and waits for it. When the chain broke, `alert` names the store and
+    /// every notification channel hears of it as a failed run.
+    async fn base_backup(&self, why: &str, alert: Option<String>) -> Result<()> {
         let (running, _) = self.runner.start_or_attach("pitr");
         log::error!(backup_id = running.id.as_str(); "point-in-time archiving: {why}: base backup {} started", running.id);
         self.pitr.update(|s| s.last_problem = Some(format!("{why} (base backup {} started)", running.id)));
-        if self.pitr.state().archive.gaps > 0 {
-            let alert = RunReport {
-                id: running.id.clone(),
-                trigger: "pitr".into(),
-                host: gethostname::gethostname().to_string_lossy().into_owned(),
-                store: self.settings.prefix.clone(),
-                started_at: running.started_at,
-                finished_at: Utc::now(),
-                outcome: Outcome::Failed,
-                error: Some(format!("point-in-time chain broken: {why}; base backup {} started", running.id)),
-                bytes_in: 0,
-                bytes_out: 0,
-                documents: 0,
-            };
-            self.runner.alert(&alert).await;
+        if let Some(store) = alert {
+            let broken = format!("point-in-time chain broken: {why}; base backup {} started", running.id);
+            let report = RunReport::new(
+                running.id.clone(),
+                "pitr",
+                store,
+                running.started_at,
+                &Err((Outcome::Failed, broken)),
+                &running.progress,
+            );
+            self.runner.alert(&report).await;
         }
         let report = running.finished().await;
         match report.outcome {

@@ -219,7 +219,7 @@ fn render_archiving(
         "Oplog time (Unix) up to which everything is archived: the newest restorable moment; 0 before the first chunk.",
         &one(seconds(a.archived_to)),
     );
-    let lag = a.archived_to.map_or(0.0, |t| (now.timestamp() - i64::from(t.t)).max(0) as f64);
+    let lag = a.lag_secs(now).map_or(0.0, |l| l as f64);
     family(
         "pitr_lag_seconds",
         "gauge",
@@ -230,10 +230,7 @@ fn render_archiving(
         "pitr_oplog_window_seconds",
         "gauge",
         "How much time the server's oplog holds (newest minus oldest entry): how long archiving may stop without a gap.",
-        &one(match (a.oplog_oldest, a.oplog_newest) {
-            (Some(old), Some(new)) => f64::from(new.t.saturating_sub(old.t)),
-            _ => 0.0,
-        }),
+        &one(a.oplog_window_secs().map_or(0.0, f64::from)),
     );
     family("pitr_chunks_total", "counter", "Oplog chunks stored since the agent started.", &one(a.chunks as f64));
     family(

@@ -87,6 +87,18 @@ pub struct ArchiveStatus {
     pub oplog_newest: Option<OplogTimestamp>,
 }
 
+impl ArchiveStatus {
+    /// Seconds from the newest archived moment to `now`: the recovery point if the VM died now.
+    pub fn lag_secs(&self, now: DateTime<Utc>) -> Option<u64> {
+        self.archived_to.map(|t| (now.timestamp() - i64::from(t.t)).max(0) as u64)
+    }
+
+    /// Seconds of writes the server's oplog holds (newest minus oldest entry), as last seen.
+    pub fn oplog_window_secs(&self) -> Option<u32> {
+        Some(self.oplog_newest?.t.saturating_sub(self.oplog_oldest?.t))
+    }
+}
+
 /// Why the archiver stopped.
 #[derive(Debug)]
 pub enum Stop {
