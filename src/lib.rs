@@ -19,6 +19,8 @@ pub mod manifest;
 #[cfg(feature = "agent")]
 pub mod backup;
 #[cfg(feature = "agent")]
+pub mod cluster;
+#[cfg(feature = "agent")]
 pub mod daemon;
 #[cfg(feature = "agent")]
 pub mod error;

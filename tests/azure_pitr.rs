@@ -57,6 +57,7 @@ async fn chunks_in_azurite_restore_to_a_moment_between_them() {
         max_bytes: 1 << 20,
         poll: Duration::from_millis(100),
         recipients: Some(recipients),
+        fence: None,
     };
     let start = base.oplog.start.unwrap().into();
     let (seals, mut requests) = mpsc::channel(4);

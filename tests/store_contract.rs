@@ -215,6 +215,23 @@ async fn a_reader_may_stop_early(f: Fixture) {
     assert_eq!(read_all(s, "early/x").await.unwrap().len(), 900_000);
 }
 
+async fn a_lease_is_exclusive_until_released(f: Fixture) {
+    let s = f.store.as_ref();
+    let lease = Duration::from_secs(15);
+    let first = s.try_lease(".locks/backup", lease).await.unwrap().expect("a free lock is taken");
+    assert!(s.try_lease(".locks/backup", lease).await.unwrap().is_none(), "a held lock is refused");
+    first.renew().await.unwrap();
+    // Racing contenders for another lock: exactly one wins.
+    let racers = (0..5).map(|_| s.try_lease(".locks/pitr", lease));
+    let won: Vec<_> = futures::future::join_all(racers).await.into_iter().filter_map(|r| r.unwrap()).collect();
+    assert_eq!(won.len(), 1);
+    first.release().await.unwrap();
+    drop(first);
+    let second = s.try_lease(".locks/backup", lease).await.unwrap().expect("a released lock is free");
+    assert!(s.try_lease(".locks/backup", lease).await.unwrap().is_none());
+    second.release().await.unwrap();
+}
+
 /// One module per backend, one test per contract item.
 macro_rules! contract {
     ($backend:ident: $($test:ident),* $(,)?) => {
@@ -244,6 +261,7 @@ macro_rules! backends {
                 missing_objects_are_not_found,
                 keys_that_escape_are_refused,
                 a_reader_may_stop_early,
+                a_lease_is_exclusive_until_released,
             );
         )*
     };

@@ -41,11 +41,24 @@ pub async fn run(
     store: &dyn ObjectStore,
     progress: &Progress,
 ) -> Result<Manifest> {
+    run_fenced(config, id, filter, store, progress, None).await
+}
+
+/// [`run`] for the runner of a replica set: the manifest is written only if `fence` (the lease on the backup
+/// lock) is still held right before, so an agent that lost the lease to another never records a backup.
+pub async fn run_fenced(
+    config: &Config,
+    id: BackupId,
+    filter: &NamespaceFilter,
+    store: &dyn ObjectStore,
+    progress: &Progress,
+    fence: Option<&crate::cluster::Holder>,
+) -> Result<Manifest> {
     progress.set_phase("connecting");
     mongo::set_stall_timeout(config.backup.stall_timeout);
     let client = mongo::connect(&config.mongodb).await?;
     // A handle (the client is shared inside), so this function still holds the client to shut it down.
-    let result = dump(config, id, filter, store, progress, client.clone()).await;
+    let result = dump(config, id, filter, store, progress, client.clone(), fence).await;
     mongo::close(client).await;
     result
 }
@@ -58,6 +71,7 @@ async fn dump(
     store: &dyn ObjectStore,
     progress: &Progress,
     client: mongodb::Client,
+    fence: Option<&crate::cluster::Holder>,
 ) -> Result<Manifest> {
     let started_at = Utc::now();
     let server = mongo::server_info(&client).await?;
@@ -179,6 +193,9 @@ async fn dump(
             .collect(),
         dropped_during_backup,
     };
+    if let Some(holder) = fence {
+        holder.admit().await?;
+    }
     store.put_if_absent(&manifest_key(&config.storage.prefix, &id), manifest.to_json().into_bytes().into()).await?;
     progress.set_phase("done");
     Ok(manifest)

@@ -101,6 +101,14 @@ pub async fn follow_backup(socket: &Path, trigger: &str, full: bool, style: Styl
                     None => {}
                 }
             }
+            Event::Waiting { request, summary } => {
+                waiting_for = format!("backup request {request} served");
+                match &spinner {
+                    Some(bar) => bar.println(summary),
+                    None if style == Style::Lines => eprintln!("{summary}"),
+                    None => {}
+                }
+            }
             Event::Progress { phase: now, summary, .. } => match &spinner {
                 Some(bar) => bar.set_message(summary),
                 None if style == Style::Lines && now != phase => {

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use mongo_backup_agent::daemon::client::{ClientError, DaemonClient};
+use mongo_backup_agent::daemon::cluster::ClusterStatus;
 use mongo_backup_agent::daemon::pitr::PitrState;
 use mongo_backup_agent::daemon::protocol::{Event, Request, StatusReply};
 use mongo_backup_agent::error::{EXIT_OK, Result};
@@ -65,6 +66,9 @@ fn render(s: &StatusReply) -> String {
     if let Some(pitr) = &s.pitr {
         out += &render_pitr(pitr, chrono::Utc::now());
     }
+    if let Some(cluster) = &s.cluster {
+        out += &render_cluster(cluster, chrono::Utc::now());
+    }
     if s.recent.is_empty() {
         out += "recent runs: none since the daemon started\n";
     } else {
@@ -80,6 +84,44 @@ fn render(s: &StatusReply) -> String {
                 r.error.as_deref().unwrap_or("")
             );
         }
+    }
+    out
+}
+
+/// The replica-set lines: who backs up and archives, and every member's heartbeat, best-ranked first.
+fn render_cluster(cluster: &ClusterStatus, now: chrono::DateTime<chrono::Utc>) -> String {
+    let doer = |what: &str| {
+        let found = cluster
+            .members
+            .iter()
+            .zip(&cluster.live)
+            .find(|(b, live)| **live && b.doing.iter().any(|d| d.starts_with(what)));
+        found.map_or_else(|| "none".to_string(), |(b, _)| b.member.clone())
+    };
+    let mut out = format!(
+        "cluster: this is member {}; runner: {}, archiver: {}; {} backup requests pending\n",
+        cluster.member,
+        doer("backup"),
+        doer("archiving"),
+        cluster.pending
+    );
+    for (beat, live) in cluster.members.iter().zip(&cluster.live) {
+        let lag = beat.standing.lag_secs.map_or_else(|| "lag ?".to_string(), |l| format!("lag {l:.1}s"));
+        let score = beat.standing.score.map_or_else(|| "does not contend".to_string(), |s| format!("rank {s}"));
+        let success =
+            beat.last_success.map_or_else(|| "none".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        let age = (now - beat.written_at).num_seconds();
+        out += &format!(
+            "  {:<14} {:<18} {lag:<10} {score:<17} agent {}  last success {success}  {}{}\n",
+            beat.member,
+            beat.standing.role.to_string(),
+            beat.agent_version,
+            if *live { format!("heartbeat {age}s ago") } else { format!("SILENT for {age}s") },
+            if beat.doing.is_empty() { String::new() } else { format!("; {}", beat.doing.join(", ")) }
+        );
+    }
+    if let Some(problem) = &cluster.last_problem {
+        out += &format!("  last problem: {problem}\n");
     }
     out
 }

@@ -95,6 +95,8 @@ pub struct Config {
     pub pitr: PitrConfig,
     /// Client-side encryption (off unless recipients are set).
     pub encryption: EncryptionConfig,
+    /// Replica-set mode: an agent on every member, one runner elected through a lease (off by default).
+    pub cluster: ClusterConfig,
 }
 
 /// `[mongodb]`.
@@ -527,6 +529,38 @@ impl Default for PitrConfig {
     }
 }
 
+/// `[cluster]`: one agent per replica-set member. For each backup and for oplog archiving the agents contend for a
+/// lease on a lock object in the store; the best-ranked member normally wins (see [`crate::cluster`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Coordinate with the agents on the other members.
+    pub enabled: bool,
+    /// This agent's name among them (letters, digits, `.`, `_`, `-`); the host name when unset.
+    pub member: Option<String>,
+    /// Overrides the automatic rank (hidden 2.0, secondary 1.0, primary 0.5): higher wins.
+    pub priority: Option<f64>,
+    /// How long a lease lasts unless renewed (15s..=60s, Azure's bounds): the longest a dead runner holds up the
+    /// others.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// How often each agent publishes its heartbeat and looks for pending backup requests.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enabled: false,
+            member: None,
+            priority: None,
+            lease_duration: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// `[encryption]`: the VM gets only `recipients` (public keys); `identity_file` belongs on a restore host. See
 /// [`crate::crypt`].
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -616,6 +650,25 @@ impl Config {
             "pitr.enabled needs backup.oplog = \"auto\": a base backup without its oplog slice cannot start a chain",
         )?;
         self.encryption.recipients().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cluster = &self.cluster;
+        check(
+            (Duration::from_secs(15)..=Duration::from_secs(60)).contains(&cluster.lease_duration),
+            "cluster.lease_duration must be 15s..=60s (the bounds of an Azure blob lease)",
+        )?;
+        check(
+            cluster.poll_interval >= Duration::from_millis(100) && cluster.poll_interval * 3 <= cluster.lease_duration,
+            "cluster.poll_interval must be at least 100ms and at most a third of cluster.lease_duration",
+        )?;
+        check(
+            cluster.member.as_deref().is_none_or(|m| {
+                !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            }),
+            "cluster.member may hold only letters, digits, '.', '_' and '-'",
+        )?;
+        check(
+            cluster.priority.is_none_or(|p| p.is_finite() && p >= 0.0),
+            "cluster.priority must be a number >= 0 (hidden 2.0, secondary 1.0, primary 0.5 by default)",
+        )?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! (or on its own schedule), and tells systemd the truth about readiness, status and liveness.
 
 pub mod client;
+pub mod cluster;
 mod handlers;
 pub mod pitr;
 pub mod protocol;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// Point-in-time archiving, when `[pitr]` is enabled.
     pub pitr: Option<Arc<pitr::Pitr>>,
+    /// Replica-set mode, when `[cluster]` is enabled.
+    pub cluster: Option<Arc<cluster::Coordinator>>,
     schedule: Mutex<Option<croner::Cron>>,
 }
 
@@ -73,6 +76,22 @@ impl Shared {
     pub fn next_scheduled(&self) -> Option<DateTime<Utc>> {
         let schedule = self.schedule.lock().unwrap();
         schedule.as_ref().and_then(|cron| cron.find_next_occurrence(&Utc::now(), false).ok())
+    }
+
+    /// The own schedule fired: back up here, or, in a replica set, post the run for the best-ranked member (every
+    /// member posts it under the same id, so it runs once).
+    async fn scheduled(&self, fire: DateTime<Utc>) {
+        let Some(cluster) = &self.cluster else {
+            self.runner.start_or_attach("schedule");
+            return;
+        };
+        let request = crate::cluster::requests::Request::scheduled(fire, cluster.member());
+        match cluster.post(&request).await {
+            Ok(()) => log::info!("scheduled backup {} posted for the best-ranked member", request.id),
+            Err(e) => {
+                log::error!("cannot post the scheduled backup {}: {e}; another member may still post it", request.id)
+            }
+        }
     }
 
     fn set_schedule(&self, config: &Config) {
@@ -121,15 +140,29 @@ pub async fn run(
         tokio::spawn(crate::metrics::serve(listener, metrics.clone(), stop_metrics.clone().cancelled_owned()));
     }
     let runner = Runner::new(config.clone(), metrics.clone())?;
+    let stop_cluster = CancellationToken::new();
+    let cluster = if config.cluster.enabled {
+        let coordinator = cluster::Coordinator::new(&config, runner.clone())?;
+        log::info!(
+            "replica-set mode: member {}, contending for leases in {}",
+            coordinator.member(),
+            coordinator.store()
+        );
+        tokio::spawn(coordinator.clone().run(stop_cluster.clone()));
+        Some(coordinator)
+    } else {
+        None
+    };
     let stop_archiving = CancellationToken::new();
     let (pitr, archiving) = if config.pitr.enabled {
         let status = metrics.watch_archiving(config.pitr.chunk_span, schedule_interval(&config));
-        let (pitr, supervisor) = pitr::Pitr::start(&config, runner.clone(), status, stop_archiving.clone())?;
+        let (pitr, supervisor) =
+            pitr::Pitr::start(&config, runner.clone(), cluster.clone(), status, stop_archiving.clone())?;
         (Some(pitr), Some(tokio::spawn(supervisor.run())))
     } else {
         (None, None)
     };
-    let shared = Arc::new(Shared { runner, access, config_path, pitr, schedule: Mutex::new(None) });
+    let shared = Arc::new(Shared { runner, access, config_path, pitr, cluster, schedule: Mutex::new(None) });
     shared.set_schedule(&config);
     let mut last_status = status_line(&shared.runner);
     systemd::ready(&last_status);
@@ -170,7 +203,8 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep(until_next), if next.is_some() => {
-                shared.runner.start_or_attach("schedule");
+                let (shared, fire) = (shared.clone(), next.unwrap_or_else(Utc::now));
+                tokio::spawn(async move { shared.scheduled(fire).await });
             }
         }
     }
@@ -186,6 +220,7 @@ pub async fn run(
         log::warn!("point-in-time archiving did not stop within {SHUTDOWN_GRACE:?}; its open chunk is lost");
     }
     shutdown(&shared, &socket_path).await;
+    stop_cluster.cancel();
     stop_metrics.cancel();
     Ok(exit)
 }

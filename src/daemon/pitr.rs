@@ -12,10 +12,14 @@ use std::time::Duration;
 
 use bson::Timestamp;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Runner;
-use crate::backup::{Outcome, RunReport};
+use super::cluster::Coordinator;
+use crate::backup::{BackupId, Outcome, Progress, RunReport};
+use crate::cluster::requests::Request;
+use crate::cluster::{Holder, PITR_LOCK, lock_key};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::manifest::OplogTimestamp;
@@ -27,6 +31,9 @@ use crate::oplog::chain::{Chain, describe};
 /// [`RETRY_MAX`] while the errors go on.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// What the archiving member's heartbeat says it does.
+const ARCHIVING: &str = "archiving the oplog";
 
 /// What `status` and the kick see of archiving.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,6 +60,7 @@ impl Pitr {
     pub fn start(
         config: &Config,
         runner: Arc<Runner>,
+        cluster: Option<Arc<Coordinator>>,
         status: Arc<Mutex<ArchiveStatus>>,
         cancel: CancellationToken,
     ) -> Result<(Arc<Pitr>, Supervisor)> {
@@ -65,10 +73,20 @@ impl Pitr {
             max_bytes: config.pitr.chunk_max_bytes as usize,
             poll: config.pitr.poll_interval,
             recipients: Some(config.encryption.recipients()?).filter(|r| !r.is_empty()),
+            fence: None,
         };
         let (seals, requests) = mpsc::channel(16);
         let pitr = Arc::new(Pitr { seals, state: Arc::default(), status });
-        let supervisor = Supervisor { pitr: pitr.clone(), config: config.clone(), settings, runner, requests, cancel };
+        let supervisor = Supervisor {
+            pitr: pitr.clone(),
+            config: config.clone(),
+            settings,
+            runner,
+            cluster,
+            requests,
+            cancel,
+            free_since: None,
+        };
         Ok((pitr, supervisor))
     }
 
@@ -84,6 +102,11 @@ impl Pitr {
             Err(e) => vec![format!("cannot read the chain from the store: {e}")],
         };
         state
+    }
+
+    /// Whether this process archives now.
+    pub fn archiving(&self) -> bool {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).archiving
     }
 
     /// The archiving state, with the archiver's counters.
@@ -120,27 +143,49 @@ impl Pitr {
     }
 }
 
+/// Whether the supervisor archives this turn.
+enum Turn {
+    /// No replica set: always.
+    Alone,
+    /// Under the archiving lease.
+    Holding(Arc<Holder>),
+    /// Another member archives, or this one waits its contention delay.
+    StandBy,
+}
+
 /// The task that keeps archiving going; run it with [`Supervisor::run`].
 pub struct Supervisor {
     pitr: Arc<Pitr>,
     config: Config,
     settings: ArchiveSettings,
     runner: Arc<Runner>,
+    /// In a replica set: archiving runs only on the member holding the archiving lease.
+    cluster: Option<Arc<Coordinator>>,
     requests: mpsc::Receiver<SealRequest>,
     cancel: CancellationToken,
+    /// Since when no live member has been archiving, as this member saw it: its contention delay runs from there.
+    free_since: Option<Instant>,
 }
 
 impl Supervisor {
-    /// Archives until cancelled: each turn resumes from the store, and a gap or a missing base starts a base.
+    /// Archives until cancelled: each turn resumes from the store, and a gap or a missing base starts a base. In
+    /// a replica set, a turn runs only under the archiving lease, which another member takes when this one dies.
     pub async fn run(mut self) {
         let mut retry = RETRY_AFTER;
         while !self.cancel.is_cancelled() {
-            let wait = match self.turn().await {
-                Ok(()) => {
+            let turn = match self.contend().await {
+                Ok(Turn::Alone) => Some(self.turn().await),
+                Ok(Turn::Holding(holder)) => Some(self.turn_under(holder).await),
+                Ok(Turn::StandBy) => None,
+                Err(e) => Some(Err(e)),
+            };
+            let wait = match turn {
+                None => self.cluster.as_ref().map_or(RETRY_AFTER, |c| c.poll_interval()),
+                Some(Ok(())) => {
                     retry = RETRY_AFTER;
                     Duration::ZERO
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     log::error!("point-in-time archiving: {e}; retrying in {}s", retry.as_secs());
                     self.pitr.update(|s| s.last_problem = Some(e.to_string()));
                     retry = (retry * 2).min(RETRY_MAX);
@@ -153,6 +198,61 @@ impl Supervisor {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Whether this member may archive now: always alone; in a replica set, once it holds the archiving lease.
+    async fn contend(&mut self) -> Result<Turn> {
+        let Some(cluster) = self.cluster.clone() else { return Ok(Turn::Alone) };
+        if let Some(archiver) = cluster.doer(ARCHIVING) {
+            self.free_since = None;
+            self.pitr.update(|s| s.last_problem = Some(format!("standing by: member {archiver} archives the oplog")));
+            return Ok(Turn::StandBy);
+        }
+        let free_since = *self.free_since.get_or_insert_with(Instant::now);
+        if !cluster.eligible() || free_since.elapsed() < cluster.delay() {
+            return Ok(Turn::StandBy);
+        }
+        let store = crate::store::open(&self.config.storage)?;
+        let key = lock_key(&self.settings.prefix, PITR_LOCK);
+        let holder = Holder::try_take(store.as_ref(), &key, self.config.cluster.lease_duration).await?;
+        Ok(match holder {
+            Some(holder) => {
+                log::info!("cluster: won the archiving lease as member {}", cluster.member());
+                Turn::Holding(holder)
+            }
+            None => Turn::StandBy,
+        })
+    }
+
+    /// One turn, under `holder` in a replica set: the turn stops when the lease is lost, and chunks are stored
+    /// only while it is held.
+    async fn turn_under(&mut self, holder: Arc<Holder>) -> Result<()> {
+        let cluster = self.cluster.clone().expect("a holder only in a replica set");
+        cluster.set_doing(ARCHIVING, true);
+        self.settings.fence = Some(holder.clone());
+        let whole = std::mem::replace(&mut self.cancel, CancellationToken::new());
+        let (lost, this_turn) = (holder.lost(), self.cancel.clone());
+        let watch = tokio::spawn({
+            let whole = whole.clone();
+            async move {
+                tokio::select! {
+                    () = lost.cancelled() => {}
+                    () = whole.cancelled() => {}
+                }
+                this_turn.cancel();
+            }
+        });
+        let result = self.turn().await;
+        watch.abort();
+        self.cancel = whole;
+        self.settings.fence = None;
+        cluster.set_doing(ARCHIVING, false);
+        holder.release().await;
+        self.free_since = None;
+        if holder.lost().is_cancelled() {
+            return Err(Error::Refused("lost the archiving lease to another member; standing by".into()));
+        }
+        result
     }
 
     /// One archiver run, from where the store's chain ends.
@@ -201,25 +301,25 @@ impl Supervisor {
         }
     }
 
-    /// Takes a base backup because of `why`, and waits for it. When the chain broke, `alert` names the store and
-    /// every notification channel hears of it as a failed run.
+    /// Takes a base backup because of `why`, and waits for it; in a replica set, asks the member that wins the
+    /// backup lease for it. When the chain broke, `alert` names the store and every notification channel hears of
+    /// it as a failed run.
     async fn base_backup(&self, why: &str, alert: Option<String>) -> Result<()> {
-        let (running, _) = self.runner.start_or_attach("pitr");
-        log::error!(backup_id = running.id.as_str(); "point-in-time archiving: {why}: base backup {} started", running.id);
-        self.pitr.update(|s| s.last_problem = Some(format!("{why} (base backup {} started)", running.id)));
-        if let Some(store) = alert {
-            let broken = format!("point-in-time chain broken: {why}; base backup {} started", running.id);
-            let report = RunReport::new(
-                running.id.clone(),
-                "pitr",
-                store,
-                running.started_at,
-                &Err((Outcome::Failed, broken)),
-                &running.progress,
-            );
-            self.runner.alert(&report).await;
-        }
-        let report = running.finished().await;
+        let report = match &self.cluster {
+            None => {
+                let (running, _) = self.runner.start_or_attach("pitr");
+                let started = format!("base backup {} started", running.id);
+                self.base_backup_started(why, &started, alert, &running.progress).await;
+                running.finished().await
+            }
+            Some(cluster) => {
+                let request = Request::kick("pitr", cluster.member());
+                cluster.post(&request).await?;
+                let started = format!("base backup requested from the best-ranked member ({})", request.id);
+                self.base_backup_started(why, &started, alert, &Progress::default()).await;
+                cluster.wait_served(&request.id).await?.report
+            }
+        };
         match report.outcome {
             Outcome::Success => Ok(()),
             _ => Err(Error::Refused(format!(
@@ -228,6 +328,50 @@ impl Supervisor {
                 report.error.unwrap_or_default()
             ))),
         }
+    }
+
+    /// Says why a base backup was `started`, and alerts when the chain broke.
+    async fn base_backup_started(&self, why: &str, started: &str, alert: Option<String>, progress: &Progress) {
+        log::error!("point-in-time archiving: {why}: {started}");
+        self.pitr.update(|s| s.last_problem = Some(format!("{why} ({started})")));
+        if let Some(store) = alert {
+            let broken = format!("point-in-time chain broken: {why}; {started}");
+            let now = chrono::Utc::now();
+            let report =
+                RunReport::new(BackupId::new(now), "pitr", store, now, &Err((Outcome::Failed, broken)), progress);
+            self.runner.alert(&report).await;
+        }
+    }
+}
+
+/// The kick on a replica-set member that is not archiving: the point its own server has majority-committed now,
+/// once the archiving member's chain reaches it (it seals at least every `chunk_span`). Fails after a span, a
+/// lease and a few polls without it: no member is archiving.
+pub async fn await_archived(config: &Config, cluster: &Coordinator) -> std::result::Result<Timestamp, String> {
+    let point = async {
+        let client = crate::mongo::connect(&config.mongodb).await?;
+        let point = crate::oplog::window::majority(&client).await;
+        crate::mongo::close(client).await;
+        point
+    };
+    let point = point.await.map_err(|e| e.to_string())?;
+    let patience = config.pitr.chunk_span + config.cluster.lease_duration + cluster.poll_interval() * 3;
+    let deadline = Instant::now() + patience;
+    let store = crate::store::open(&config.storage).map_err(|e| e.to_string())?;
+    loop {
+        let chain = Chain::load(store.as_ref(), &config.storage.prefix).await.map_err(|e| e.to_string())?;
+        if chain.windows().first().is_some_and(|w| w.to >= point) {
+            return Ok(point);
+        }
+        if Instant::now() >= deadline {
+            let archiver = cluster.doer(ARCHIVING).map_or_else(|| "no member".to_string(), |m| format!("member {m}"));
+            return Err(format!(
+                "the oplog chain did not reach {} within {}s ({archiver} archives it); check `status` on the members",
+                describe(point),
+                patience.as_secs()
+            ));
+        }
+        tokio::time::sleep(cluster.poll_interval()).await;
     }
 }
 

@@ -54,6 +54,14 @@ pub enum Event {
         /// Who started it.
         trigger: String,
     },
+    /// In a replica set: the request was posted for the member that wins the backup lease; its result follows as
+    /// [`Event::Finished`].
+    Waiting {
+        /// The request's id in the store.
+        request: String,
+        /// One human line: what is being waited for.
+        summary: String,
+    },
     /// Where the backup is now; sent about once a second.
     Progress {
         /// Current phase ("dumping", "writing manifest").
@@ -79,7 +87,7 @@ pub enum Event {
         summary: String,
     },
     /// The answer to `status`.
-    Status(StatusReply),
+    Status(Box<StatusReply>),
     /// The request could not be served; the message says why and what to do.
     Error {
         /// One line.
@@ -107,6 +115,9 @@ pub struct StatusReply {
     /// Point-in-time archiving, when `[pitr]` is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitr: Option<crate::daemon::pitr::PitrState>,
+    /// Replica-set mode, when `[cluster]` is enabled: every member's heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::daemon::cluster::ClusterStatus>,
 }
 
 /// The backup in progress.

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::{RunningInfo, StatusReply};
 use crate::backup::{self, BackupId, Manifest, Outcome, Progress, RunReport};
+use crate::cluster::Holder;
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
@@ -30,6 +31,8 @@ pub struct RunningBackup {
     pub progress: Arc<Progress>,
     done: watch::Sender<Option<RunReport>>,
     cancel: CancellationToken,
+    /// In a replica set, the lease this backup runs under: lost, the backup stops without a manifest.
+    fence: Option<Arc<Holder>>,
 }
 
 impl RunningBackup {
@@ -85,6 +88,11 @@ impl Runner {
 
     /// Starts a backup, or returns the running one. The flag says whether the caller attached to a running backup.
     pub fn start_or_attach(self: &Arc<Self>, trigger: &str) -> (Arc<RunningBackup>, bool) {
+        self.start_fenced(trigger, None)
+    }
+
+    /// [`Runner::start_or_attach`] for the runner of a replica set, holding the backup lease `fence`.
+    pub fn start_fenced(self: &Arc<Self>, trigger: &str, fence: Option<Arc<Holder>>) -> (Arc<RunningBackup>, bool) {
         let mut state = self.state.lock().unwrap();
         if let Some(running) = &state.running {
             return (running.clone(), true);
@@ -97,6 +105,7 @@ impl Runner {
             progress: Arc::new(Progress::default()),
             done: watch::channel(None).0,
             cancel: CancellationToken::new(),
+            fence,
         });
         state.running = Some(running.clone());
         drop(state);
@@ -142,6 +151,7 @@ impl Runner {
             recent: state.recent.iter().cloned().collect(),
             next_scheduled,
             pitr: None,
+            cluster: None,
         }
     }
 
@@ -221,9 +231,18 @@ const FAULT_ENV: &str = "MBA_TEST_FAULT";
 async fn back_up_and_maintain(config: &Config, running: &RunningBackup) -> Result<Manifest, String> {
     let filter = NamespaceFilter::new(&config.backup.include, &config.backup.exclude).map_err(|e| e.to_string())?;
     let store = store::open(&config.storage).map_err(|e| Error::from(e).to_string())?;
-    let manifest = backup::run(config, running.id.clone(), &filter, store.as_ref(), &running.progress)
-        .await
-        .map_err(|e| e.to_string())?;
+    let fence = running.fence.as_deref();
+    let backup = backup::run_fenced(config, running.id.clone(), &filter, store.as_ref(), &running.progress, fence);
+    let lost = fence.map(Holder::lost).unwrap_or_default();
+    let manifest = tokio::select! {
+        result = backup => result.map_err(|e| e.to_string())?,
+        // Dropping the backup abandons its upload: nothing of it becomes visible.
+        () = lost.cancelled(), if fence.is_some() => {
+            return Err("lost the backup lease to another member mid-backup (store unreachable or this agent \
+                        paused too long); stopped without a manifest, the other member serves the request"
+                .to_string());
+        }
+    };
     let prefix = &config.storage.prefix;
     let fault = std::env::var(FAULT_ENV).unwrap_or_default();
     if fault == "panic" {

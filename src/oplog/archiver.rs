@@ -54,6 +54,8 @@ pub struct ArchiveSettings {
     pub poll: Duration,
     /// `[encryption] recipients`: each chunk is encrypted to them after compression, like the archives.
     pub recipients: Option<Recipients>,
+    /// In a replica set, the archiving lease: each chunk is stored only if it is still held right before.
+    pub fence: Option<std::sync::Arc<crate::cluster::Holder>>,
 }
 
 /// Where archiving starts: the end of the last stored chunk, or a base window's start.
@@ -294,6 +296,9 @@ impl Archiver<'_> {
         let key = chunk_key(&self.settings.prefix, header.from, header.to, self.settings.compression.compression);
         let stored = self.encode(&plain, &key).await.map_err(Stop::Failed)?;
         let size = stored.len() as u64;
+        if let Some(holder) = &self.settings.fence {
+            holder.admit().await.map_err(|e| Stop::Failed(e.into()))?;
+        }
         match self.store.put_if_absent(&key, stored.into()).await {
             // Only a chunk of the same interval, holding the same entries, has the same key.
             Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}

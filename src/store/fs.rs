@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ByteStream, DigestingReader, ObjectInfo, ObjectMeta, ObjectStore, PutSummary, StoreError, validate_key};
+use super::{
+    ByteStream, DigestingReader, Lease, ObjectInfo, ObjectMeta, ObjectStore, PutSummary, StoreError, validate_key,
+};
 
 /// Stores each object as a file under `root`. Writes go to a hidden temporary name, are fsynced, and are renamed
 /// into place only on success, so a crash or a failed backup never leaves a file that looks complete.
@@ -192,6 +194,44 @@ impl ObjectStore for FilesystemStore {
         if let Some(parent) = path.parent() {
             sync_dir(parent).await.map_err(|e| self.io_error("write", key, e))?;
         }
+        Ok(())
+    }
+
+    async fn try_lease(&self, key: &str, _duration: std::time::Duration) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let path = self.path(key)?;
+        if let Some(parent) = path.parent() {
+            self.create_dirs(parent).await.map_err(|e| self.io_error("lock", key, e))?;
+        }
+        let opened = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+            match file.try_lock() {
+                Ok(()) => Ok(Some(file)),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| self.io_error("lock", key, std::io::Error::other(e)))?;
+        let held = opened.map_err(|e| self.io_error("lock", key, e))?;
+        Ok(held.map(|file| Box::new(FileLease { file }) as Box<dyn Lease>))
+    }
+}
+
+/// An `flock` on a lock file: held until released or the process dies, so it needs no renewal.
+struct FileLease {
+    file: std::fs::File,
+}
+
+#[async_trait::async_trait]
+impl Lease for FileLease {
+    async fn renew(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn release(&self) -> Result<(), StoreError> {
+        // Unlocking cannot fail in a way that matters: closing the file drops the lock too.
+        let _ = self.file.unlock();
         Ok(())
     }
 }

@@ -89,6 +89,27 @@ pub enum StoreError {
     /// A key that would escape the store (`..`, absolute path, empty component).
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
+    /// A lease this agent held on a lock object is gone (it expired and another agent took it, or it was broken):
+    /// whatever the holder was doing must stop before it writes anything more.
+    #[error("lost the lease on {key} in {store}: another agent may hold it now")]
+    LeaseLost {
+        /// Store description.
+        store: String,
+        /// Lock object.
+        key: String,
+    },
+}
+
+/// An exclusive hold on a lock object, taken with [`ObjectStore::try_lease`]: how the agents of a replica set agree
+/// on who backs up or archives (Azure: a blob lease, which expires unless renewed; filesystem: an `flock`, which
+/// the kernel drops when the process dies).
+#[async_trait::async_trait]
+pub trait Lease: Send + Sync {
+    /// Extends the lease by its duration from now; [`StoreError::LeaseLost`] when another agent took it meanwhile.
+    async fn renew(&self) -> Result<(), StoreError>;
+
+    /// Gives the lease up at once, so another agent need not wait for it to expire.
+    async fn release(&self) -> Result<(), StoreError>;
 }
 
 /// An object store. Writes are atomic: an object is either fully there or not there at all.
@@ -121,6 +142,15 @@ pub trait ObjectStore: Send + Sync {
     async fn list_partial(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let _ = prefix;
         Ok(Vec::new())
+    }
+
+    /// Takes the lease on lock object `key` for `duration` (15–60 s on Azure) if no one holds it; `None` when
+    /// another holder has it. The lock object is created empty when missing.
+    async fn try_lease(&self, key: &str, duration: std::time::Duration) -> Result<Option<Box<dyn Lease>>, StoreError>;
+
+    /// Writes a small object whole, replacing what was there (heartbeats, results).
+    async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        self.put_stream(key, Box::pin(std::io::Cursor::new(data)), &ObjectMeta::new()).await.map(drop)
     }
 
     /// Reads a small object whole (manifests).

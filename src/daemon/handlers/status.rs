@@ -12,5 +12,6 @@ pub async fn handle<W: AsyncWrite + Unpin>(shared: &Shared, out: &mut W) -> std:
     if let Some(pitr) = &shared.pitr {
         reply.pitr = Some(pitr.report(&shared.runner.config()).await);
     }
-    write_line(out, &Event::Status(reply)).await
+    reply.cluster = shared.cluster.as_ref().map(|c| c.status());
+    write_line(out, &Event::Status(Box::new(reply))).await
 }

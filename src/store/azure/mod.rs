@@ -9,6 +9,7 @@
 
 mod download;
 mod errors;
+mod lease;
 mod retry;
 mod settings;
 mod shared_key;
@@ -32,7 +33,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use crate::config::{AzureAuth, StorageConfig};
-use crate::store::{ByteStream, ObjectInfo, ObjectMeta, ObjectStore, PutSummary, StoreError, validate_key};
+use crate::store::{ByteStream, Lease, ObjectInfo, ObjectMeta, ObjectStore, PutSummary, StoreError, validate_key};
 
 pub use shared_key::{SharedKeyPolicy, canonicalized_resource, string_to_sign};
 pub use upload::{BlockPlan, MAX_BLOCKS};
@@ -74,6 +75,7 @@ impl Inner {
 }
 
 /// A container in an Azure storage account, holding backups as block blobs.
+#[derive(Clone)]
 pub struct AzureStore {
     inner: Arc<Inner>,
 }
@@ -260,6 +262,10 @@ impl ObjectStore for AzureStore {
                 other => Err(other),
             },
         }
+    }
+
+    async fn try_lease(&self, key: &str, duration: Duration) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        self.lease(key, duration).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {

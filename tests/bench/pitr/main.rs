@@ -283,6 +283,7 @@ async fn archive_backlog(client: &mongodb::Client, store: &dyn ObjectStore, conf
         max_bytes: config.pitr.chunk_max_bytes as usize,
         poll: Duration::from_secs(3600),
         recipients: None,
+        fence: None,
     };
     let (status, cancel) = (Mutex::new(ArchiveStatus::default()), CancellationToken::new());
     let (seals, mut requests) = mpsc::channel(1);

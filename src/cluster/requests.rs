@@ -1,0 +1,132 @@
+//! Backup requests and their results, in the store: how a kick on any member reaches the member that wins the
+//! lease, and how its result gets back.
+//!
+//! A request is posted once (`put_if_absent`: a scheduled run, which every member posts under the same id, exists
+//! once). The lease holder serves every request pending when its backup starts, writes each one's result, and
+//! then deletes the request. A request whose runner died stays pending, so the next holder serves it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::lock_key;
+use crate::backup::RunReport;
+use crate::store::{ObjectStore, StoreError};
+
+const REQUESTS: &str = "requests/";
+const RESULTS: &str = "results/";
+
+/// How long results are kept for members still waiting on them.
+const RESULTS_KEPT: chrono::Duration = chrono::Duration::hours(24);
+
+/// A backup someone asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Unique id; also its key.
+    pub id: String,
+    /// Who asked: "ssh", "run-now", "schedule", "pitr".
+    pub trigger: String,
+    /// The member it was posted on.
+    pub by: String,
+    /// When.
+    pub posted_at: DateTime<Utc>,
+}
+
+impl Request {
+    /// A request from a kick on `member`.
+    pub fn kick(trigger: &str, member: &str) -> Request {
+        let now = Utc::now();
+        let id = format!("{}-{member}-{:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"), rand::random::<u32>());
+        Request { id, trigger: trigger.to_string(), by: member.to_string(), posted_at: now }
+    }
+
+    /// The request of the scheduled run at `fire`: the same id on every member, so it is served once.
+    pub fn scheduled(fire: DateTime<Utc>, member: &str) -> Request {
+        let id = format!("{}-schedule", fire.format("%Y%m%dT%H%M%SZ"));
+        Request { id, trigger: "schedule".into(), by: member.to_string(), posted_at: Utc::now() }
+    }
+}
+
+/// How a request was served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    /// The member that ran the backup.
+    pub member: String,
+    /// The backup's report.
+    pub report: RunReport,
+}
+
+fn request_key(prefix: &str, id: &str) -> String {
+    lock_key(prefix, &format!("{REQUESTS}{id}.json"))
+}
+
+fn result_key(prefix: &str, id: &str) -> String {
+    lock_key(prefix, &format!("{RESULTS}{id}.json"))
+}
+
+/// Posts `request`; one already there under its id (a scheduled run another member posted) is fine.
+pub async fn post(store: &dyn ObjectStore, prefix: &str, request: &Request) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(request).expect("a request serializes");
+    match store.put_if_absent(&request_key(prefix, &request.id), body.into()).await {
+        Ok(()) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Requests not served yet, oldest first.
+pub async fn pending(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Request>, StoreError> {
+    let mut found = Vec::new();
+    for object in store.list(&lock_key(prefix, REQUESTS)).await? {
+        let bytes = match store.get_bytes(&object.key).await {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(request) = serde_json::from_slice::<Request>(&bytes) else {
+            log::warn!("ignoring backup request {}: not one this agent can read", object.key);
+            continue;
+        };
+        // Served, but its runner died before deleting it.
+        if result(store, prefix, &request.id).await?.is_some() {
+            store.delete(&object.key).await?;
+            continue;
+        }
+        found.push(request);
+    }
+    found.sort_by_key(|r| r.posted_at);
+    Ok(found)
+}
+
+/// Records how `requests` were served, then removes them from the pending ones and results older than a day.
+pub async fn finish(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    requests: &[Request],
+    served: &Served,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(served).expect("a result serializes");
+    for request in requests {
+        match store.put_if_absent(&result_key(prefix, &request.id), body.clone().into()).await {
+            Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        store.delete(&request_key(prefix, &request.id)).await?;
+    }
+    let now = Utc::now();
+    for old in store.list(&lock_key(prefix, RESULTS)).await? {
+        if now - old.last_modified > RESULTS_KEPT {
+            store.delete(&old.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How request `id` was served, once it was.
+pub async fn result(store: &dyn ObjectStore, prefix: &str, id: &str) -> Result<Option<Served>, StoreError> {
+    match store.get_bytes(&result_key(prefix, id)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Backend(format!("result of backup request {id} is unreadable: {e}"))),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
