@@ -194,7 +194,10 @@ impl Coordinator {
         self.beat(standing.clone()).await?;
         let beats = heartbeat::read_all(self.store.as_ref(), self.prefix()).await?;
         self.view().beats = beats;
-        if self.runner.running().is_some() {
+        // While a member backs up, nobody contends; once it is done, the contention delays run afresh, so the
+        // best-ranked member also wins the requests that queued up meanwhile.
+        if self.runner.running().is_some() || self.doer("backup").is_some() {
+            self.view().first_seen.clear();
             return Ok(());
         }
         let pending = requests::pending(self.store.as_ref(), self.prefix()).await?;

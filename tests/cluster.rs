@@ -1,0 +1,399 @@
+//! Replica-set mode end to end: three `serve` processes with their own configs and sockets, one server, one Azurite
+//! container as the store they meet in. Ranks are forced through `[cluster] priority` (SecantusDB always says it is
+//! primary; the ranking itself is unit-tested over real replica-set replies in `src/cluster/rank.rs`).
+
+mod azure_support;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_support::{connection_string, create_container, shared_endpoint, unique_container};
+use bson::doc;
+use common::daemon::Daemon;
+use common::*;
+use mongo_backup_agent::cluster::requests::Served;
+use mongo_backup_agent::config::Config;
+use mongo_backup_agent::oplog::chain::Chain;
+use mongo_backup_agent::store::{self, ObjectStore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// The lease every test uses: Azure's shortest, so failovers are quick.
+const LEASE: Duration = Duration::from_secs(15);
+
+/// One agent of the test cluster.
+struct Agent {
+    daemon: Daemon,
+    member: String,
+}
+
+/// Three agents sharing one container.
+struct Cluster {
+    agents: Vec<Agent>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// What every agent's config holds besides its member name and store endpoint.
+struct Setup<'a> {
+    uri: &'a str,
+    db: &'a str,
+    /// Extra config sections, verbatim.
+    extra: &'a str,
+}
+
+fn agent_config(dir: &Path, setup: &Setup, endpoint: &str, container: &str, member: &str, priority: f64) -> String {
+    let secret = dir.join("connection-string");
+    std::fs::write(&secret, connection_string(endpoint)).unwrap();
+    format!(
+        "[mongodb]\nuri = {:?}\n[storage]\nkind = \"azure\"\nendpoint = {endpoint:?}\ncontainer = {container:?}\n\
+         auth = \"connection-string\"\nconnection_string_file = {:?}\nprefix = \"t\"\nretry_max_secs = 4\n\
+         request_timeout_secs = 4\n[daemon]\nsocket = {:?}\n[backup]\ninclude = [\"{}.*\"]\n\
+         [retention]\nprune_after_backup = false\n[cluster]\nenabled = true\nmember = {member:?}\npriority = {priority:.1}\nlease_duration = \"15s\"\n\
+         poll_interval = \"1s\"\n{}",
+        setup.uri,
+        secret.display().to_string(),
+        dir.join("control.sock").display().to_string(),
+        setup.db,
+        setup.extra
+    )
+}
+
+impl Cluster {
+    /// Starts agents `m1`, `m2`, `m3` with priorities 3, 2, 1 (so `m1` should win whatever it contends for);
+    /// `endpoints[i]` is the store endpoint agent `i` uses (a proxy, or Azurite itself).
+    async fn start(setup: &Setup<'_>, endpoints: [&str; 3]) -> Cluster {
+        let container = unique_container("cluster");
+        create_container(&shared_endpoint(), &container).await;
+        let mut agents = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let member = format!("m{}", i + 1);
+            let config = dir.path().join("config.toml");
+            std::fs::write(&config, agent_config(dir.path(), setup, endpoint, &container, &member, 3.0 - i as f64))
+                .unwrap();
+            let daemon = Daemon::spawn(dir.path(), &config, &dir.path().join("control.sock"), &[]);
+            daemon.wait_ready();
+            agents.push(Agent { daemon, member });
+            dirs.push(dir);
+        }
+        let cluster = Cluster { agents, _dirs: dirs };
+        cluster.wait_for("every member's heartbeat", Duration::from_secs(30), |c| {
+            (0..3).all(|i| {
+                c.status(i).is_some_and(|s| {
+                    s["cluster"]["live"].as_array().is_some_and(|l| l.len() == 3 && l.iter().all(|v| v == true))
+                })
+            })
+        });
+        cluster
+    }
+
+    /// `status --json` of agent `i`, when it answers.
+    fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let (code, out, _) = self.agents[i].daemon.cli(&["status", "--json"]);
+        (code == 0).then(|| serde_json::from_str(&out).ok()).flatten()
+    }
+
+    /// Waits until `done` holds, checking every 200 ms; fails naming `what` and showing the logs.
+    fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&Cluster) -> bool) -> Duration {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(start.elapsed() < limit, "no {what} within {limit:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        start.elapsed()
+    }
+
+    fn logs(&self) -> String {
+        self.agents.iter().map(|a| format!("--- {} ---\n{}", a.member, a.daemon.log())).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The store the agents share, opened directly.
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        let config = Config::load(&self.agents[1].daemon.config).unwrap();
+        store::open(&config.storage).unwrap()
+    }
+
+    /// Backup ids with a manifest in the store, and the (start, end) of each.
+    async fn manifests(&self) -> BTreeMap<String, (String, String)> {
+        let store = self.store();
+        let mut found = BTreeMap::new();
+        for object in store.list("t/").await.unwrap() {
+            if let Some(id) = object.key.strip_suffix("/manifest.json").and_then(|k| k.strip_prefix("t/")) {
+                let manifest: serde_json::Value =
+                    serde_json::from_slice(&store.get_bytes(&object.key).await.unwrap()).unwrap();
+                let span = (
+                    manifest["started_at"].as_str().unwrap().to_string(),
+                    manifest["finished_at"].as_str().unwrap().to_string(),
+                );
+                found.insert(id.to_string(), span);
+            }
+        }
+        found
+    }
+
+    /// Which member served each request, from the results in the store.
+    async fn served(&self) -> Vec<Served> {
+        let store = self.store();
+        let mut served = Vec::new();
+        for object in store.list("t/.locks/results/").await.unwrap() {
+            served.push(serde_json::from_slice(&store.get_bytes(&object.key).await.unwrap()).unwrap());
+        }
+        served
+    }
+
+    fn kick(&self, i: usize) -> Child {
+        self.agents[i].daemon.spawn_cli(&["run-now"])
+    }
+}
+
+/// Waits for a `run-now` child; returns its exit code and the backup id it printed.
+fn finish_kick(child: Child) -> (i32, Option<String>, String) {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = stdout.split_whitespace().skip_while(|w| *w != "backup").nth(1).map(str::to_string);
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), id, text)
+}
+
+/// Fills `db.c` with `docs` documents of ~1 KiB, so a backup takes a few seconds.
+async fn fill(db: &str, docs: usize) {
+    let client = client().await;
+    let coll = client.database(db).collection::<bson::Document>("c");
+    let pad = "x".repeat(1000);
+    for start in (0..docs).step_by(5000) {
+        let batch: Vec<_> = (start..(start + 5000).min(docs)).map(|i| doc! {"_id": i as i64, "pad": &pad}).collect();
+        coll.insert_many(batch).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_kicks_over_three_agents_make_one_backup_at_a_time_each_kick_gets_its_result() {
+    let db = unique("cluster_kicks");
+    fill(&db, 20_000).await;
+    let (uri, azurite) = (uri(), shared_endpoint());
+    let cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, [&azurite; 3]).await;
+
+    // Spread over about ten seconds, so they fall into several slots, some while a backup runs.
+    let kicks: Vec<Child> = (0..50)
+        .map(|k| {
+            std::thread::sleep(Duration::from_millis(200));
+            cluster.kick(k % 3)
+        })
+        .collect();
+    let results: Vec<_> = kicks.into_iter().map(finish_kick).collect();
+    for (code, id, text) in &results {
+        assert_eq!(*code, 0, "a kick failed:\n{text}\n{}", cluster.logs());
+        assert!(id.is_some(), "a kick printed no backup id:\n{text}");
+    }
+    let kicked: BTreeSet<String> = results.iter().filter_map(|(_, id, _)| id.clone()).collect();
+    let manifests = cluster.manifests().await;
+    // Every backup a kick reported exists, and no backup exists that no kick reported.
+    assert_eq!(kicked, manifests.keys().cloned().collect::<BTreeSet<_>>(), "{}", cluster.logs());
+    // One at a time: no two backups overlap.
+    let mut spans: Vec<&(String, String)> = manifests.values().collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "backups overlap: {pair:?}");
+    }
+    // The best-ranked member (forced through priority) ran every one.
+    assert!(manifests.len() > 1, "the kicks fell into several slots: {manifests:?}");
+    let served = cluster.served().await;
+    let runners: BTreeSet<&str> = served.iter().map(|s| s.member.as_str()).collect();
+    assert_eq!(runners, BTreeSet::from(["m1"]), "{}", cluster.logs());
+    eprintln!("50 kicks over 3 agents: {} backups, all by m1", manifests.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_runner_mid_backup_another_agent_serves_the_kick() {
+    let db = unique("cluster_kill");
+    fill(&db, 60_000).await;
+    let (uri, azurite) = (uri(), shared_endpoint());
+    let mut cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, [&azurite; 3]).await;
+
+    // Kicked on m3; m1 (the best) runs it.
+    let kick = cluster.kick(2);
+    let doomed = cluster.agents[0].daemon.wait_backing_up();
+    cluster.agents[0].daemon.child.kill().unwrap();
+    let killed = Instant::now();
+    let (code, id, text) = finish_kick(kick);
+    let failover = killed.elapsed();
+    assert_eq!(code, 0, "{text}\n{}", cluster.logs());
+    let id = id.unwrap();
+    assert_ne!(id, doomed);
+    let manifests = cluster.manifests().await;
+    assert_eq!(manifests.keys().collect::<Vec<_>>(), [&id], "only the survivor's backup: {}", cluster.logs());
+    let served = cluster.served().await;
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].member, "m2", "the next best member took over: {}", cluster.logs());
+    assert!(failover < LEASE + Duration::from_secs(60), "{failover:?}");
+    eprintln!(
+        "runner killed mid-backup {doomed}: m2 finished backup {id} {:.1}s after the kill",
+        failover.as_secs_f64()
+    );
+}
+
+/// A loopback TCP proxy in front of Azurite that the test can cut: the listener closes and every connection
+/// through it is dropped, as a network partition would.
+struct Proxy {
+    port: u16,
+    tasks: JoinSet<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut tasks = JoinSet::new();
+        let connections = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+        let held = connections.clone();
+        tasks.spawn(async move {
+            let _keep = held;
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                connections.lock().await.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { port, tasks }
+    }
+
+    /// Drops the listener and every connection.
+    fn cut(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_cut_off_from_the_store_aborts_without_a_manifest_and_another_wins() {
+    let db = unique("cluster_cut");
+    fill(&db, 60_000).await;
+    let (uri, azurite) = (uri(), shared_endpoint());
+    let upstream: url::Url = azurite.parse().unwrap();
+    let upstream = std::net::SocketAddr::new(upstream.host_str().unwrap().parse().unwrap(), upstream.port().unwrap());
+    let mut proxy = Proxy::start(upstream).await;
+    let through_proxy = format!("http://127.0.0.1:{}/devstoreaccount1", proxy.port);
+    let cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, [&through_proxy, &azurite, &azurite]).await;
+
+    let kick = cluster.kick(1);
+    let doomed = cluster.agents[0].daemon.wait_backing_up();
+    proxy.cut();
+    let cut = Instant::now();
+    let (code, id, text) = finish_kick(kick);
+    let failover = cut.elapsed();
+    assert_eq!(code, 0, "{text}\n{}", cluster.logs());
+    let id = id.unwrap();
+    assert_ne!(id, doomed);
+    // The cut-off runner gave up on its own: its lease ran out, it stopped without a manifest.
+    cluster.wait_for("the cut-off runner to give up", Duration::from_secs(60), |c| {
+        c.agents[0].daemon.log().contains(&format!("backup {doomed} failed"))
+    });
+    let manifests = cluster.manifests().await;
+    assert_eq!(manifests.keys().collect::<Vec<_>>(), [&id], "{}", cluster.logs());
+    assert_eq!(cluster.served().await.iter().map(|s| s.member.as_str()).collect::<Vec<_>>(), ["m2"]);
+    eprintln!(
+        "runner cut off mid-backup {doomed}: m2 finished backup {id} {:.1}s after the cut",
+        failover.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let (mut server, uri) = own_server(server_dir.path());
+    let db = unique("cluster_pitr");
+    let azurite = shared_endpoint();
+    let extra = "[pitr]\nenabled = true\nchunk_span = \"3s\"\npoll_interval = \"250ms\"\n";
+    let mut cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra }, [&azurite; 3]).await;
+
+    // A writer numbering its documents, so the restore shows whether anything is missing.
+    let writer_client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let coll = writer_client.database(&db).collection::<bson::Document>("w");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (coll, stop) = (coll.clone(), stop.clone());
+        async move {
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                coll.insert_one(doc! {"_id": n}).await.unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        }
+    });
+    let archiver = |c: &Cluster| {
+        (0..c.agents.len()).find(|&i| {
+            c.status(i).is_some_and(|s| {
+                s["pitr"]["archive"]["archiving"] == true && s["pitr"]["archive"]["chunks"].as_u64() > Some(0)
+            })
+        })
+    };
+    cluster.wait_for("an archiving member with a chunk", Duration::from_secs(90), |c| archiver(c).is_some());
+    let first = archiver(&cluster).unwrap();
+    assert_eq!(cluster.agents[first].member, "m1", "the best member archives: {}", cluster.logs());
+    cluster.agents[first].daemon.child.kill().unwrap();
+    let killed = Instant::now();
+    let survivors = |c: &Cluster| {
+        (0..c.agents.len()).filter(|&i| i != first).find(|&i| {
+            c.status(i).is_some_and(|s| {
+                s["pitr"]["archive"]["archiving"] == true && s["pitr"]["archive"]["chunks"].as_u64() > Some(0)
+            })
+        })
+    };
+    cluster.wait_for("another member archiving", LEASE + Duration::from_secs(45), |c| survivors(c).is_some());
+    let failover = killed.elapsed();
+    let second = survivors(&cluster).unwrap();
+    assert_eq!(cluster.agents[second].member, "m2", "{}", cluster.logs());
+    // Let it archive a few chunks, stop writing, and seal through a kick on the member that is not archiving.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    let standby = 3 - first - second;
+    let (code, out, err) = cluster.agents[standby].daemon.cli(&["run-now"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", cluster.logs());
+    assert!(out.contains("no gap"), "{out}");
+
+    // The chain: consecutive chunks meet exactly (no gap, no overlap, so no entry twice), and no gap from the base.
+    let store = cluster.store();
+    let chain = Chain::load(store.as_ref(), "t").await.unwrap();
+    assert!(chain.gaps().is_empty(), "{:?}", chain.summary());
+    for pair in chain.chunks.windows(2) {
+        assert_eq!(pair[0].to, pair[1].from, "chunks must meet exactly: {:?}", chain.chunks);
+    }
+    let (code, out, err) = cluster.agents[second].daemon.cli(&["verify", "--chain"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Restoring the newest point into a fresh server gives every document the writer wrote.
+    let target_dir = tempfile::tempdir().unwrap();
+    let (mut target, target_uri) = own_server(target_dir.path());
+    let config = cluster.agents[second].daemon.config.display().to_string();
+    let (code, out, err) = cli(&["--config", &config, "restore", "latest", "--to", &target_uri]);
+    assert_eq!(code, 0, "{out}{err}");
+    let restored = mongodb::Client::with_uri_str(&target_uri).await.unwrap();
+    let ids: Vec<i64> = restored
+        .database(&db)
+        .collection::<bson::Document>("w")
+        .distinct("_id", doc! {})
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len() as i64, written, "every write restored once");
+    assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), (0..written).collect::<BTreeSet<_>>());
+    eprintln!(
+        "archiver m1 killed: m2 archiving again {:.1}s later; {} chunks, {written} writes restored",
+        failover.as_secs_f64(),
+        chain.chunks.len()
+    );
+    let _ = target.kill();
+    let _ = server.kill();
+}
