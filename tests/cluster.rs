@@ -25,6 +25,10 @@ use tokio::task::JoinSet;
 /// The lease every test uses: Azure's shortest, so failovers are quick.
 const LEASE: Duration = Duration::from_secs(15);
 
+/// One cluster at a time: three daemons each are enough load for two cores, and the ranking assertions should
+/// not hinge on heartbeats delayed by a neighbouring test.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One agent of the test cluster.
 struct Agent {
     daemon: Daemon,
@@ -173,6 +177,7 @@ async fn fill(db: &str, docs: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_kicks_over_three_agents_make_one_backup_at_a_time_each_kick_gets_its_result() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = unique("cluster_kicks");
     fill(&db, 20_000).await;
     let (uri, azurite) = (uri(), shared_endpoint());
@@ -210,6 +215,7 @@ async fn fifty_kicks_over_three_agents_make_one_backup_at_a_time_each_kick_gets_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_runner_mid_backup_another_agent_serves_the_kick() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = unique("cluster_kill");
     fill(&db, 60_000).await;
     let (uri, azurite) = (uri(), shared_endpoint());
@@ -273,6 +279,7 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_cut_off_from_the_store_aborts_without_a_manifest_and_another_wins() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = unique("cluster_cut");
     fill(&db, 60_000).await;
     let (uri, azurite) = (uri(), shared_endpoint());
@@ -306,6 +313,7 @@ async fn the_runner_cut_off_from_the_store_aborts_without_a_manifest_and_another
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server_dir = tempfile::tempdir().unwrap();
     let (mut server, uri) = own_server(server_dir.path());
     let db = unique("cluster_pitr");

@@ -665,6 +665,12 @@ impl Config {
             }),
             "cluster.member may hold only letters, digits, '.', '_' and '-'",
         )?;
+        let uri = self.mongodb.uri.to_ascii_lowercase();
+        check(
+            !cluster.enabled || !uri.contains("replicaset=") || uri.contains("directconnection=true"),
+            "cluster.enabled needs mongodb.uri to reach this member only: add directConnection=true (or drop \
+             replicaSet=); otherwise every agent reads the primary and the ranking cannot pick a secondary",
+        )?;
         check(
             cluster.priority.is_none_or(|p| p.is_finite() && p >= 0.0),
             "cluster.priority must be a number >= 0 (hidden 2.0, secondary 1.0, primary 0.5 by default)",
@@ -792,5 +798,29 @@ mod tests {
         assert!(read_secret("test-secret-b", Some(&dir.path().join("missing"))).is_err());
         assert_eq!(read_secret("test-secret-never-set", None).unwrap(), None);
         assert_eq!(secret_env("mongodb-password"), "MONGO_BACKUP_AGENT_MONGODB_PASSWORD");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let config = Config::parse("[cluster]\nenabled = true\nmember = \"mongo-2.zone_b\"\npriority = 2.5\n").unwrap();
+        assert_eq!(config.cluster.lease_duration, Duration::from_secs(15));
+        assert_eq!(config.cluster.poll_interval, Duration::from_secs(2));
+        assert_eq!(config.cluster.priority, Some(2.5));
+        for (bad, named) in [
+            ("lease_duration = \"10s\"", "cluster.lease_duration"),
+            ("lease_duration = \"90s\"", "cluster.lease_duration"),
+            ("poll_interval = \"6s\"", "cluster.poll_interval"),
+            ("member = \"a/b\"", "cluster.member"),
+            ("member = \"\"", "cluster.member"),
+            ("priority = -1.0", "cluster.priority"),
+            ("leader = true", "leader"),
+        ] {
+            let err = Config::parse(&format!("[cluster]\n{bad}\n")).unwrap_err().to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+        let own_member = "[mongodb]\nuri = \"mongodb://127.0.0.1:27017/?replicaSet=rs0\"\n[cluster]\nenabled = true\n";
+        let err = Config::parse(own_member).unwrap_err().to_string();
+        assert!(err.contains("directConnection=true"), "{err}");
+        Config::parse(&own_member.replace("rs0", "rs0&directConnection=true")).unwrap();
     }
 }
