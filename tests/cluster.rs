@@ -243,6 +243,33 @@ async fn kill_9_of_the_runner_mid_backup_another_agent_serves_the_kick() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_not_renewed_runs_out_and_once_taken_its_holder_is_refused() {
+    let container = unique_container("lease");
+    create_container(&shared_endpoint(), &container).await;
+    let (mut config, _secret) = azure_support::shared_key_config(&shared_endpoint(), &container);
+    config.prefix = "t".into();
+    let store = store::open(&config).unwrap();
+    let key = mongo_backup_agent::cluster::lock_key("t", "backup");
+    let paused = store.try_lease(&key, LEASE).await.unwrap().expect("free");
+    assert!(store.try_lease(&key, LEASE).await.unwrap().is_none());
+    // The holder pauses longer than its lease: the lock is free again, and the next agent takes it.
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    let next =
+        mongo_backup_agent::cluster::Holder::try_take(store.as_ref(), &key, LEASE).await.unwrap().expect("expired");
+    // The paused holder's renewal, which every manifest and chunk write waits on, is refused.
+    let err = paused.renew().await.unwrap_err();
+    assert!(matches!(err, mongo_backup_agent::store::StoreError::LeaseLost { .. }), "{err}");
+    // The new holder's fence passes, and it keeps the lease past its first duration by renewing it.
+    next.admit().await.unwrap();
+    tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+    assert!(!next.lost().is_cancelled());
+    assert!(store.try_lease(&key, LEASE).await.unwrap().is_none(), "renewed in the background");
+    next.admit().await.unwrap();
+    next.release().await;
+    assert!(store.try_lease(&key, LEASE).await.unwrap().is_some(), "released");
+}
+
 /// A loopback TCP proxy in front of Azurite that the test can cut: the listener closes and every connection
 /// through it is dropped, as a network partition would.
 struct Proxy {
