@@ -161,6 +161,25 @@ PY
     done
 }
 
+check_member_names() { # the role refuses two hosts of a play under one member name, and accepts distinct ones
+    python3 - ansible/roles/mongo_backup_agent/tasks/main.yml "$work/member-tasks.yml" <<'PY' || return 1
+import sys, yaml
+tasks = yaml.safe_load(open(sys.argv[1]))
+wanted = [t for t in tasks if "member" in t["name"] and "replica set" in t["name"]]
+assert len(wanted) == 2, [t["name"] for t in tasks]
+yaml.safe_dump(wanted, open(sys.argv[2], "w"))
+PY
+    local run=(ansible-playbook -i "m1,m2,m3," tests/vm/check-member-names.yml -e "tasks_file=$work/member-tasks.yml")
+    "${run[@]}" -e '{"mongo_backup_agent_cluster": {"enabled": true}}' >"$work/names-ok.log" 2>&1 \
+        || { cat "$work/names-ok.log"; return 1; }
+    if "${run[@]}" -e '{"mongo_backup_agent_cluster": {"enabled": true, "member": "same"}}' \
+        >"$work/names-dup.log" 2>&1; then
+        echo "three hosts named 'same' were accepted"; return 1
+    fi
+    grep -q "mongo_backup_agent_cluster.member 'same' is empty or used by more than one host" "$work/names-dup.log" \
+        || { cat "$work/names-dup.log"; return 1; }
+}
+
 check "systemd-analyze verify prints nothing" check_unit_verify
 check "systemd-analyze security <= $MAX_EXPOSURE" check_unit_security
 check "unit keeps the required hardening" check_unit_directives
@@ -171,5 +190,6 @@ check "ansible-lint (production profile)" check_ansible_lint
 check "role templates: TOML, unit drop-in, authorized_keys" check_templates
 check "example inventory renders a valid config" check_example_inventory
 check "replica-set example inventory renders each member's [cluster]" check_replicaset_inventory
+check "role refuses two replica-set members under one name" check_member_names
 
 checks_summary
