@@ -35,8 +35,11 @@ resource "kubernetes_config_map_v1" "target" {
     }
   }
 
+  # hosts: every member, in the order the CronJob tries them (space-separated). host: the first member, which is all
+  # a CronJob from before replica-set support reads.
   data = {
-    host = local.mongo_vm_private_ip
-    port = tostring(local.mongo_ssh_port)
+    host  = local.mongo_vm_private_ip
+    hosts = join(" ", local.mongo_member_ips)
+    port  = tostring(local.mongo_ssh_port)
   }
 }

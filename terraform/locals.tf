@@ -12,15 +12,13 @@ locals {
     "managed-by"                = "terraform"
   })
 
-  # The VM's fixed private address: the first host Azure does not reserve (.0-.3 are Azure's).
-  mongo_vm_private_ip = cidrhost(var.mongo_subnet_cidr, 4)
-  mongo_ssh_port      = 22
-  mongo_port          = 27017
+  mongo_ssh_port = 22
 
   # The CronJob names the VM by this alias in ssh (-o HostKeyAlias=…), so known_hosts does not depend on the VM's
   # address or the port; k8s/base/cronjob.yaml must use the same string (tests/infra checks both sides).
   ssh_host_key_alias = "mongo-backup-vm"
-  known_hosts        = "${local.ssh_host_key_alias} ${trimspace(tls_private_key.vm_host_ed25519.public_key_openssh)}\n"
+  # One line per member, all under the alias: whichever member answers must present one of the members' keys.
+  known_hosts = join("", [for i in range(var.vm_count) : "${local.ssh_host_key_alias} ${trimspace(tls_private_key.vm_host_ed25519[i].public_key_openssh)}\n"])
 
   # What the VM's sshd runs for the trigger key, whatever the client asks for: the agent reads SSH_ORIGINAL_COMMAND
   # (run-now | status; anything else exits 2). restrict = no pty, no forwarding, no agent, no X11, no ~/.ssh/rc.
@@ -45,11 +43,13 @@ locals {
     agent_deb_url    = var.agent_deb_url
     agent_deb_sha256 = var.agent_deb_sha256
     data_disk_lun    = 0
+    replica_set_name = local.mongodb_replica_set_name
   })
 
-  cloud_init = templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
-    host_key_private = tls_private_key.vm_host_ed25519.private_key_openssh
-    host_key_public  = trimspace(tls_private_key.vm_host_ed25519.public_key_openssh)
+  # One cloud-config per member: each VM gets its own SSH host key.
+  cloud_init = [for i in range(var.vm_count) : templatefile("${path.module}/templates/cloud-init.yaml.tftpl", {
+    host_key_private = tls_private_key.vm_host_ed25519[i].private_key_openssh
+    host_key_public  = trimspace(tls_private_key.vm_host_ed25519[i].public_key_openssh)
     bootstrap_script = local.bootstrap_script
-  })
+  })]
 }

@@ -77,7 +77,8 @@ resource "azurerm_subnet_nat_gateway_association" "mongo" {
 }
 
 # Inbound to the MongoDB subnet: SSH only from the AKS nodes (the CronJob) and the operators, MongoDB only from AKS
-# (the apps), nothing else — the explicit deny overrides Azure's default AllowVnetInBound.
+# (the apps) and, in a replica set, from the other members; nothing else — the explicit deny overrides Azure's default
+# AllowVnetInBound, also between the members.
 resource "azurerm_network_security_group" "mongo" {
   name                = "nsg-${var.name_prefix}-mongo"
   location            = azurerm_resource_group.main.location
@@ -94,7 +95,7 @@ resource "azurerm_network_security_group" "mongo" {
     source_port_range          = "*"
     destination_port_range     = tostring(local.mongo_ssh_port)
     source_address_prefix      = var.aks_subnet_cidr
-    destination_address_prefix = local.mongo_vm_private_ip
+    destination_address_prefix = local.mongo_members_nsg_prefix
   }
 
   dynamic "security_rule" {
@@ -109,7 +110,7 @@ resource "azurerm_network_security_group" "mongo" {
       source_port_range          = "*"
       destination_port_range     = tostring(local.mongo_ssh_port)
       source_address_prefixes    = var.ssh_operator_cidrs
-      destination_address_prefix = local.mongo_vm_private_ip
+      destination_address_prefix = local.mongo_members_nsg_prefix
     }
   }
 
@@ -123,7 +124,24 @@ resource "azurerm_network_security_group" "mongo" {
     source_port_range          = "*"
     destination_port_range     = tostring(local.mongo_port)
     source_address_prefix      = var.aks_subnet_cidr
-    destination_address_prefix = local.mongo_vm_private_ip
+    destination_address_prefix = local.mongo_members_nsg_prefix
+  }
+
+  # Replication and elections between the members (vm_count = 3); a single VM has no such rule, as before.
+  dynamic "security_rule" {
+    for_each = var.vm_count > 1 ? [1] : []
+    content {
+      name                       = "allow-mongodb-between-members"
+      description                = "Replica set members replicate and vote with each other."
+      priority                   = 210
+      direction                  = "Inbound"
+      access                     = "Allow"
+      protocol                   = "Tcp"
+      source_port_range          = "*"
+      destination_port_range     = tostring(local.mongo_port)
+      source_address_prefix      = local.mongo_members_nsg_prefix
+      destination_address_prefix = local.mongo_members_nsg_prefix
+    }
   }
 
   security_rule {

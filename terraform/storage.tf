@@ -94,12 +94,13 @@ resource "azurerm_storage_management_policy" "backups" {
   }
 }
 
-# The VM's managed identity may read, write and delete blobs in the backup container only — not in other containers,
-# and it cannot change the account.
+# Each VM's managed identity may read, write and delete blobs in the backup container only — not in other containers,
+# and it cannot change the account. The same role covers the blob leases and heartbeats of replica-set mode.
 resource "azurerm_role_assignment" "vm_backup_container" {
+  count                = var.vm_count
   scope                = azurerm_storage_container.backups.id
   role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_linux_virtual_machine.mongo.identity[0].principal_id
+  principal_id         = azurerm_linux_virtual_machine.mongo[count.index].identity[0].principal_id
   principal_type       = "ServicePrincipal"
 }
 

@@ -70,7 +70,7 @@ variable "aks_subnet_cidr" {
 }
 
 variable "mongo_subnet_cidr" {
-  description = "Subnet of the MongoDB VM. The VM gets the fixed address cidrhost(mongo_subnet_cidr, 4), the first one Azure does not reserve."
+  description = "Subnet of the MongoDB VMs. Member n (1-3) gets the fixed address cidrhost(mongo_subnet_cidr, 3 + n): .4 is the first one Azure does not reserve."
   type        = string
   default     = "10.42.16.0/28"
 
@@ -218,6 +218,28 @@ variable "encryption_at_host_enabled" {
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MongoDB VM
+
+variable "vm_count" {
+  description = "MongoDB VMs: 1 (a single server, as before) or 3 (a replica set across availability zones 1, 2 and 3, an agent on every member; docs/scaling.md). Going from 1 to 3 keeps the first VM and adds two."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([1, 3], var.vm_count)
+    error_message = "vm_count must be 1 (one VM) or 3 (a three-member replica set): two members cannot elect a primary when one is down."
+  }
+}
+
+variable "mongodb_replica_set_name" {
+  description = "replication.replSetName cloud-init writes into every member's mongod.conf when vm_count = 3 (unused for one VM)."
+  type        = string
+  default     = "rs0"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,64}$", var.mongodb_replica_set_name))
+    error_message = "mongodb_replica_set_name must be 1-64 letters, digits, '_' or '-'."
+  }
+}
 
 variable "vm_size" {
   description = "VM size of the MongoDB server."

@@ -1,12 +1,16 @@
-# The VM's SSH host key is made here and handed to the VM by cloud-init, so the CronJob's known_hosts is known before
+# The MongoDB VMs, one per member of local.mongo_members (members.tf): one, or three across availability zones. Member 1
+# keeps the names and addresses of the single VM of earlier versions (moved.tf maps its old addresses to index 0).
+
+# Each VM's SSH host key is made here and handed to the VM by cloud-init, so the CronJob's known_hosts is known before
 # the VM first boots: no trust on first use. Rotating it: see docs/deploy.md.
 resource "tls_private_key" "vm_host_ed25519" {
+  count     = var.vm_count
   algorithm = "ED25519"
 }
 
 resource "azurerm_public_ip" "vm" {
-  count               = var.vm_public_ip_enabled ? 1 : 0
-  name                = "pip-${var.name_prefix}-mongo"
+  count               = var.vm_public_ip_enabled ? var.vm_count : 0
+  name                = "pip-${var.name_prefix}-mongo${local.mongo_members[count.index].suffix}"
   location            = azurerm_resource_group.main.location
   resource_group_name = azurerm_resource_group.main.name
   allocation_method   = "Static"
@@ -15,7 +19,8 @@ resource "azurerm_public_ip" "vm" {
 }
 
 resource "azurerm_network_interface" "mongo" {
-  name                = "nic-${var.name_prefix}-mongo"
+  count               = var.vm_count
+  name                = "nic-${var.name_prefix}-mongo${local.mongo_members[count.index].suffix}"
   location            = azurerm_resource_group.main.location
   resource_group_name = azurerm_resource_group.main.name
   tags                = local.tags
@@ -24,17 +29,19 @@ resource "azurerm_network_interface" "mongo" {
     name                          = "primary"
     subnet_id                     = azurerm_subnet.mongo.id
     private_ip_address_allocation = "Static"
-    private_ip_address            = local.mongo_vm_private_ip
-    public_ip_address_id          = var.vm_public_ip_enabled ? azurerm_public_ip.vm[0].id : null
+    private_ip_address            = local.mongo_members[count.index].private_ip
+    public_ip_address_id          = var.vm_public_ip_enabled ? azurerm_public_ip.vm[count.index].id : null
   }
 }
 
 resource "azurerm_linux_virtual_machine" "mongo" {
-  name                  = "vm-${var.name_prefix}-mongo"
+  count                 = var.vm_count
+  name                  = "vm-${var.name_prefix}-mongo${local.mongo_members[count.index].suffix}"
   location              = azurerm_resource_group.main.location
   resource_group_name   = azurerm_resource_group.main.name
+  zone                  = local.mongo_members[count.index].zone
   size                  = var.vm_size
-  network_interface_ids = [azurerm_network_interface.mongo.id]
+  network_interface_ids = [azurerm_network_interface.mongo[count.index].id]
   tags                  = local.tags
 
   admin_username                  = var.vm_admin_username
@@ -44,8 +51,8 @@ resource "azurerm_linux_virtual_machine" "mongo" {
     public_key = trimspace(var.vm_admin_ssh_public_key)
   }
 
-  # The agent authenticates to Blob with this identity (config: auth = "managed-identity"); storage.tf grants it
-  # Storage Blob Data Contributor on the backup container only.
+  # The agent authenticates to Blob with this identity (config: auth = "managed-identity"); storage.tf grants each
+  # member's identity Storage Blob Data Contributor on the backup container only.
   identity {
     type = "SystemAssigned"
   }
@@ -58,13 +65,13 @@ resource "azurerm_linux_virtual_machine" "mongo" {
   }
 
   os_disk {
-    name                 = "osdisk-${var.name_prefix}-mongo"
+    name                 = "osdisk-${var.name_prefix}-mongo${local.mongo_members[count.index].suffix}"
     caching              = "ReadWrite"
     storage_account_type = "Premium_LRS"
     disk_size_gb         = var.os_disk_size_gb
   }
 
-  custom_data                = base64encode(local.cloud_init)
+  custom_data                = base64encode(local.cloud_init[count.index])
   encryption_at_host_enabled = var.encryption_at_host_enabled
   secure_boot_enabled        = true
   vtpm_enabled               = true
@@ -85,9 +92,11 @@ resource "azurerm_linux_virtual_machine" "mongo" {
 }
 
 resource "azurerm_managed_disk" "mongo_data" {
-  name                          = "disk-${var.name_prefix}-mongo-data"
+  count                         = var.vm_count
+  name                          = "disk-${var.name_prefix}-mongo-data${local.mongo_members[count.index].suffix}"
   location                      = azurerm_resource_group.main.location
   resource_group_name           = azurerm_resource_group.main.name
+  zone                          = local.mongo_members[count.index].zone # a zonal VM attaches disks of its own zone only
   storage_account_type          = "Premium_LRS"
   create_option                 = "Empty"
   disk_size_gb                  = var.mongodb_data_disk_size_gb
@@ -102,8 +111,9 @@ resource "azurerm_managed_disk" "mongo_data" {
 
 # LUN 0 is what the bootstrap script waits for (/dev/disk/azure/scsi1/lun0) before it installs MongoDB.
 resource "azurerm_virtual_machine_data_disk_attachment" "mongo_data" {
-  managed_disk_id    = azurerm_managed_disk.mongo_data.id
-  virtual_machine_id = azurerm_linux_virtual_machine.mongo.id
+  count              = var.vm_count
+  managed_disk_id    = azurerm_managed_disk.mongo_data[count.index].id
+  virtual_machine_id = azurerm_linux_virtual_machine.mongo[count.index].id
   lun                = 0
   caching            = "ReadOnly"
 }

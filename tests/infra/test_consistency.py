@@ -52,7 +52,24 @@ def test_configmap_name_and_keys_match_terraform() -> None:
     for ref in refs:
         assert ref["name"] == lib.literal(loc["k8s_target_cm_name"])
         assert ref["key"] in tf_data, f"ConfigMap key {ref['key']} is not written by Terraform"
-        assert ref.get("optional") in (None, False)
+        # Only the member list may be missing (a ConfigMap from before it existed): try-members then uses host.
+        assert ref.get("optional") in ((None, False) if ref["key"] != "hosts" else (True,)), ref
+    # host is the first member, hosts all of them in the order the CronJob tries them (test_terraform evaluates both).
+    assert tf_data["host"] == "${local.mongo_vm_private_ip}"
+    assert tf_data["hosts"] == '${join(" ", local.mongo_member_ips)}'
+
+
+def test_known_hosts_pins_every_member_under_the_alias() -> None:
+    loc = lib.locals_()
+    assert loc["known_hosts"] == (
+        '${join("", [for i in range(var.vm_count) : "${local.ssh_host_key_alias} '
+        '${trimspace(tls_private_key.vm_host_ed25519[i].public_key_openssh)}\\n"])}'
+    )
+    # Each member boots with its own key, the one known_hosts lists at the same index.
+    cloud_init = loc["cloud_init"]
+    assert "for i in range(var.vm_count) :" in cloud_init
+    assert "host_key_private = tls_private_key.vm_host_ed25519[i].private_key_openssh" in cloud_init
+    assert "host_key_public = trimspace(tls_private_key.vm_host_ed25519[i].public_key_openssh)" in cloud_init
 
 
 def test_ssh_target_matches_terraform() -> None:
@@ -60,8 +77,7 @@ def test_ssh_target_matches_terraform() -> None:
     cmd = lib.cronjob_container()["command"]
     # known_hosts names the VM by this alias; the CronJob must look it up under the same name.
     assert f"HostKeyAlias={lib.literal(loc['ssh_host_key_alias'])}" in cmd
-    assert loc["known_hosts"] == '"${local.ssh_host_key_alias} ${trimspace(tls_private_key.vm_host_ed25519.public_key_openssh)}\\n"'
-    assert cmd[-2] == f"{lib.literal(loc['trigger_user'])}@$(MONGO_VM_HOST)"
+    assert cmd[-2] == f"{lib.literal(loc['trigger_user'])}@{{member}}"
     # The port the CronJob dials, the port Terraform publishes, the port the NetworkPolicy and the NSG open.
     env = {e["name"]: e["valueFrom"]["configMapKeyRef"]["key"] for e in lib.cronjob_container()["env"]}
     port_key = env[cmd[cmd.index("-p") + 1].strip("$()")]
@@ -83,6 +99,8 @@ def test_overlay_reads_exactly_what_terraform_writes() -> None:
     outputs = lib.labelled("output", 1)
     written = set(re.findall(r"^\s*([A-Z_]+)=", str(outputs[("kustomize_env",)]["value"]).replace("\\n", "\n"), re.M))
     assert read and read == written, f"overlay reads {sorted(read)}, terraform output kustomize_env writes {sorted(written)}"
+    # The NetworkPolicy's block is the members' (the VM's /32, or the three members' /30: test_terraform evaluates it).
+    assert "MONGO_VM_CIDR=${local.mongo_members_cidr}" in str(outputs[("kustomize_env",)]["value"])
     env_lines = [line for line in (lib.K8S / lib.OVERLAY / ".gitignore").read_text().splitlines() if not line.startswith("#")]
     assert env_lines == ["target.env"], "target.env is generated per environment and must stay out of git"
 

@@ -152,13 +152,19 @@ def cronjob_problems(cj: dict[str, Any]) -> list[str]:
         expect("container.volumeMounts", [(m["name"], m["mountPath"], m.get("readOnly")) for m in mounts], [("ssh", "/secrets", True)])
 
         cmd = c.get("command", [])
-        expect("container.command[0] (no shell)", cmd[:1], ["ssh"])
+        # try-members, then the ssh command it runs per member: no shell anywhere.
+        expect("container.command[:2] (members in order, no shell)", cmd[:2], [TRY_MEMBERS, "ssh"])
         expect("container.args", c.get("args"), None)
         pairs = [f"{a} {b}" for a, b in zip(cmd, cmd[1:])]
         for wanted in ("-i /secrets/id_ed25519", "-o UserKnownHostsFile=/secrets/known_hosts",
                        "-o StrictHostKeyChecking=yes", "-o BatchMode=yes"):
             expect(f"container.command has {wanted!r}", wanted in pairs, True)
-        expect("container.command tail", cmd[-2:], ["mongo-backup-trigger@$(MONGO_VM_HOST)", "run-now"])
+        expect("container.command tail", cmd[-2:], ["mongo-backup-trigger@{member}", "run-now"])
+        env = {e["name"]: e.get("valueFrom", {}).get("configMapKeyRef", {}) for e in c.get("env", [])}
+        expect("container.env MBA_TARGET_HOSTS", env.get("MBA_TARGET_HOSTS"),
+               {"name": "mongo-backup-target", "key": "hosts", "optional": True})
+        expect("container.env MONGO_VM_HOST (single-host fallback)", env.get("MONGO_VM_HOST"),
+               {"name": "mongo-backup-target", "key": "host"})
         for bad in ("StrictHostKeyChecking=no", "StrictHostKeyChecking=accept-new", "UserKnownHostsFile=/dev/null"):
             expect(f"container.command has no {bad}", any(bad in a for a in cmd), False)
 
@@ -195,6 +201,8 @@ def _replace_arg(cj: dict[str, Any], old: str, new: str) -> None:
 
 
 POD = "spec.jobTemplate.spec.template.spec"
+# Where k8s/kicker/Dockerfile installs k8s/kicker/try-members.
+TRY_MEMBERS = "/usr/local/bin/try-members"
 BREAKAGES = {
     "schedule": _set("spec.schedule", "*/5 * * * *"),
     "concurrency": _set("spec.concurrencyPolicy", "Allow"),
@@ -212,6 +220,8 @@ BREAKAGES = {
     "tofu": lambda cj: _replace_arg(cj, "StrictHostKeyChecking=yes", "StrictHostKeyChecking=accept-new"),
     "no pinned known_hosts": lambda cj: _replace_arg(cj, "UserKnownHostsFile=/secrets/known_hosts", "UserKnownHostsFile=/dev/null"),
     "shell": _set(f"{POD}.containers.0.command", ["sh", "-c", "ssh mongo-backup-trigger@$(MONGO_VM_HOST) run-now"]),
+    "one member only": lambda cj: cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"].pop(0),
+    "member list ignored": _set(f"{POD}.containers.0.env.0.valueFrom.configMapKeyRef.key", "host"),
     "hostNetwork": _set(f"{POD}.hostNetwork", True),
 }
 
@@ -261,7 +271,21 @@ def test_kicker_dockerfile_user_matches_the_pod() -> None:
     (user,) = re.findall(r"^USER\s+(\S+)", text, re.M)
     uid, gid = (int(x) for x in user.split(":"))
     installs = re.findall(r"apt-get install ([^&\\\n]*)", text)
+    # The script the CronJob's command starts is this repository's k8s/kicker/try-members, root-owned, executable.
+    copies = re.findall(r"^COPY\s+(.+)$", text, re.M)
+    assert copies == [f"--chmod=0755 try-members {TRY_MEMBERS}"], copies
+    assert lib.cronjob_container()["command"][0] == TRY_MEMBERS
+    assert (lib.K8S / "kicker" / "try-members").stat().st_mode & 0o777 == 0o755
     assert [i.split() for i in installs] == [["-y", "--no-install-recommends", "openssh-client"]], installs
     assert re.search(rf"useradd --uid {uid} --gid {gid} ", text)
     psc = lib.rendered_object("CronJob", "mongo-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["securityContext"]
     assert (psc["runAsUser"], psc["runAsGroup"], psc["fsGroup"]) == (uid, gid, gid)
+
+
+def test_try_members_is_valid_bash_and_shellcheck_clean() -> None:
+    script = lib.K8S / "kicker" / "try-members"
+    assert script.read_text().startswith("#!/bin/bash\n")
+    out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0, f"shellcheck:\n{out.stdout}{out.stderr}"

@@ -10,6 +10,10 @@ home directory it cannot write.
 Users exist only inside private mount namespaces (a copy of /etc/passwd and /etc/group is bind-mounted over the
 real ones), so the machine's own accounts are never touched.
 
+The command runs through k8s/kicker/try-members as the image installs it (root-owned, 0755), with the member list
+MBA_TARGET_HOSTS the ConfigMap would give: loopback addresses, where 127.0.0.1 is the VM and any other one refuses
+connections on the sshd's port (or is a canary listener that records whether anyone tried it).
+
 The forced command is `<repo>/target/debug/mongo-backup-agent --config <test config> trigger` (built with `cargo build`
 first). Tests that need a daemon start the real `serve` (inside the same namespace, so the control socket's group is
 the trigger user's) against the MongoDB server of tests/harness/with-services.sh, which `make test-infra` runs this
@@ -22,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -59,6 +64,7 @@ class Vm:
     agent_config: Path
     socket: Path
     store: Path
+    try_members: Path
 
     def namespaced(self, argv: list[str]) -> list[str]:
         """argv in a private mount namespace where the test users exist."""
@@ -115,13 +121,19 @@ def _keygen(path: Path) -> str:
 
 
 def _agent() -> Path:
-    """The agent binary, freshly built; it must have the `trigger` subcommand this suite is about."""
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
-    out = subprocess.run([cargo, "build", "--bin", "mongo-backup-agent"], cwd=lib.REPO, capture_output=True, text=True,
-                         timeout=3600)
-    assert out.returncode == 0, f"cargo build failed:\n{out.stderr[-4000:]}"
-    binary = lib.REPO / "target" / "debug" / "mongo-backup-agent"
-    assert binary.is_file(), f"{binary} was not built"
+    """The agent binary, freshly built, or the one MBA_AGENT_BIN names (a work tree that shares another's build); it
+    must have the `trigger` subcommand this suite is about."""
+    given = os.environ.get("MBA_AGENT_BIN")
+    if given:
+        binary = Path(given).resolve()
+        assert binary.is_file(), f"MBA_AGENT_BIN={given} is not a file"
+    else:
+        cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
+        out = subprocess.run([cargo, "build", "--bin", "mongo-backup-agent"], cwd=lib.REPO, capture_output=True,
+                             text=True, timeout=3600)
+        assert out.returncode == 0, f"cargo build failed:\n{out.stderr[-4000:]}"
+        binary = lib.REPO / "target" / "debug" / "mongo-backup-agent"
+        assert binary.is_file(), f"{binary} was not built"
     help_trigger = subprocess.run([str(binary), "help", "trigger"], capture_output=True, text=True, timeout=60)
     assert help_trigger.returncode == 0, f"{binary} has no trigger subcommand:\n{help_trigger.stderr}"
     return binary
@@ -202,6 +214,11 @@ def vm() -> Iterator[Vm]:
     sshd_dir, secrets = base / "sshd", base / "secrets"
     sshd_dir.mkdir(mode=0o700)
     secrets.mkdir(mode=0o755)
+    # The kicker image's /usr/local/bin/try-members (k8s/kicker/Dockerfile: COPY --chmod=0755, root-owned).
+    try_members = base / "bin" / "try-members"
+    try_members.parent.mkdir(mode=0o755)
+    shutil.copy(lib.K8S / "kicker" / "try-members", try_members)
+    try_members.chmod(0o755)
 
     # Accounts, visible only inside the namespaces made by Vm.namespaced.
     host_passwd = Path("/etc/passwd").read_text().splitlines()
@@ -266,7 +283,7 @@ LogLevel VERBOSE
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
     vm = Vm(base, port, base / "passwd", base / "group", trigger_user, trigger_uid, trigger_home, forced_command,
             kicker_uid, kicker_gid, ",".join(str(g) for g in sorted(gids - {trigger_uid})), kicker_home, secrets,
-            file_mode, file_group, sshd_log, agent, agent_config, socket_path, store)
+            file_mode, file_group, sshd_log, agent, agent_config, socket_path, store, try_members)
     test = subprocess.run(vm.namespaced(["/usr/sbin/sshd", "-t", "-f", str(config)]), capture_output=True, text=True)
     assert test.returncode == 0, f"sshd -t rejected the test config:\n{test.stderr}"
     sshd = subprocess.Popen(vm.namespaced(["/usr/sbin/sshd", "-D", "-f", str(config), "-E", str(sshd_log)]))
@@ -291,24 +308,28 @@ LogLevel VERBOSE
         shutil.rmtree(base, ignore_errors=True)
 
 
-def cronjob_command(vm: Vm, remote_command: str | None = None, secrets: Path | None = None) -> list[str]:
-    """The rendered CronJob's command with only host, port and the /secrets directory substituted."""
+def cronjob_command(vm: Vm, remote_command: str | None = None, secrets: Path | None = None,
+                    hosts: str = "127.0.0.1") -> list[str]:
+    """The rendered CronJob's command with only the port and the /secrets directory substituted, try-members at its
+    place in this test, and `hosts` as the member list the ConfigMap would give it."""
     container = lib.cronjob_container()
     cmd = list(container["command"])
     env_names = {e["name"] for e in container["env"]}
     used = {v for arg in cmd for v in re.findall(r"\$\((\w+)\)", arg)}
-    assert used == {"MONGO_VM_HOST", "MONGO_VM_SSH_PORT"} and used <= env_names, (used, env_names)
-    subs = {"$(MONGO_VM_HOST)": "127.0.0.1", "$(MONGO_VM_SSH_PORT)": str(vm.port), "/secrets/": f"{secrets or vm.secrets}/"}
+    assert used == {"MONGO_VM_SSH_PORT"} and used <= env_names, (used, env_names)
+    assert {"MBA_TARGET_HOSTS", "MONGO_VM_HOST"} <= env_names, env_names
+    assert cmd[0] == "/usr/local/bin/try-members" and cmd[-2].endswith("@{member}"), cmd
+    subs = {"$(MONGO_VM_SSH_PORT)": str(vm.port), "/secrets/": f"{secrets or vm.secrets}/"}
     out = []
-    for arg in cmd:
+    for arg in cmd[1:]:
         for k, v in subs.items():
             arg = arg.replace(k, v)
         out.append(arg)
-    assert sum(a != b for a, b in zip(cmd, out)) == 4, f"expected to substitute host, port and the 2 secret paths: {out}"
+    assert sum(a != b for a, b in zip(cmd[1:], out)) == 3, f"expected to substitute the port and the 2 secret paths: {out}"
     if remote_command is not None:
         assert out[-1] == "run-now"
         out[-1] = remote_command
-    return out
+    return ["env", f"MBA_TARGET_HOSTS={hosts}", str(vm.try_members), *out]
 
 
 def _masked(text: str) -> str:
@@ -525,6 +546,114 @@ def test_kick_reports_a_failed_backup_with_a_nonzero_exit(vm: Vm) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# A replica set: the CronJob tries the members in order until one answers (k8s/kicker/try-members)
+
+def test_a_member_refusing_connections_is_skipped_for_the_next(vm: Vm) -> None:
+    """Nothing listens on 127.0.0.2 at the sshd's port: ssh exits 255 there, and the next member, the real sshd, runs
+    the trigger, whose status (3: no daemon) becomes the Job's."""
+    mark = vm.log_mark()
+    out = vm.as_kicker(cronjob_command(vm, hosts="127.0.0.2 127.0.0.1"))
+    log = vm.log_since(mark)
+    assert out.returncode == 3, f"{out.returncode}: {out.stderr}"
+    assert "Connection refused" in out.stderr, out.stderr
+    assert "127.0.0.2: ssh could not get the command run there (exit 255), trying the next member" in out.stderr
+    assert "member 2/2: 127.0.0.1" in out.stderr and "daemon is not running" in out.stderr, out.stderr
+    assert log.count(f"Accepted publickey for {vm.trigger_user}") == 1, log
+
+
+def test_an_answer_from_the_first_member_ends_the_run(vm: Vm) -> None:
+    """Once a member answered, its status is returned as it is, whatever it is, and the next member is never tried.
+    The canary on the second member's address proves it would be: tried first, it is reached (and, speaking no SSH,
+    skipped with 255)."""
+    hosts = "127.0.0.1 127.0.0.2"
+    with canary_listener(("127.0.0.2", vm.port)) as (_, reached):
+        no_daemon = vm.as_kicker(cronjob_command(vm, hosts=hosts))
+        refused = vm.as_kicker(cronjob_command(vm, remote_command="restore latest", hosts=hosts))
+        assert not reached, "try-members went on to the next member after the first one answered"
+        control = vm.as_kicker(cronjob_command(vm, hosts="127.0.0.2 127.0.0.1"))
+        assert reached, "the canary member was never tried: this test cannot tell"
+    assert no_daemon.returncode == 3 and "daemon is not running" in no_daemon.stderr, no_daemon.stderr
+    assert refused.returncode == 2 and "refused SSH command" in refused.stderr, refused.stderr
+    for out in (no_daemon, refused):
+        assert "member 2/2" not in out.stderr, out.stderr
+    assert control.returncode == 3 and "member 2/2: 127.0.0.1" in control.stderr, control.stderr
+
+
+def test_no_member_answering_fails_the_job(vm: Vm) -> None:
+    out = vm.as_kicker(cronjob_command(vm, hosts="127.0.0.2,127.0.0.3"))
+    assert out.returncode == 255, f"{out.returncode}: {out.stderr}"
+    assert "no member answered (127.0.0.2 127.0.0.3): the backup did not run" in out.stderr, out.stderr
+
+
+def test_the_single_host_of_an_older_configmap_still_works(vm: Vm) -> None:
+    """A ConfigMap from before replica-set support has no hosts key: MBA_TARGET_HOSTS is then unset (optional) and
+    try-members kicks MONGO_VM_HOST alone."""
+    cmd = cronjob_command(vm)
+    assert cmd[:2] == ["env", "MBA_TARGET_HOSTS=127.0.0.1"], cmd
+    out = vm.as_kicker(["env", "MONGO_VM_HOST=127.0.0.1", *cmd[2:]])
+    assert out.returncode == 3 and "member 1/1: 127.0.0.1" in out.stderr, out.stderr
+    nothing = vm.as_kicker(cmd[2:])
+    assert nothing.returncode == 2 and "no member to kick" in nothing.stderr, nothing.stderr
+
+
+@pytest.mark.parametrize("hosts", ["127.0.0.1;id", "$(id)", "-oProxyCommand=id"])
+def test_a_bad_member_address_is_refused_before_any_connection(vm: Vm, hosts: str) -> None:
+    mark = vm.log_mark()
+    out = vm.as_kicker(cronjob_command(vm, hosts=f"127.0.0.1 {hosts}"))
+    assert out.returncode == 2 and "is not a host name or IP address" in out.stderr, out.stderr
+    assert "Connection from" not in vm.log_since(mark), "a connection was made before the member list was checked"
+
+
+def test_known_hosts_with_every_members_key_accepts_any_of_them(vm: Vm) -> None:
+    """Terraform's known_hosts has one line per member under the one alias: whichever member answers, its key is one
+    of them, wherever its line is."""
+    alias, line = (vm.secrets / "known_hosts").read_text().split(maxsplit=1)
+    others = [_keygen(vm.base / f"member{n}_host_key") for n in (2, 3)]
+    secrets = _secrets_with(vm, "secrets-three-members",
+                            known_hosts=f"{alias} {others[0]}\n{alias} {others[1]}\n{alias} {line}")
+    out = vm.as_kicker(cronjob_command(vm, secrets=secrets))
+    assert out.returncode == 3 and "daemon is not running" in out.stderr, out.stderr
+
+
+def test_stopping_the_pod_stops_ssh_and_tries_no_further_member(vm: Vm) -> None:
+    """kubelet stops a pod with SIGTERM to its command, try-members: ssh must get it (or the session would outlive the
+    Job), and the run must end there instead of moving on to the next member."""
+    opts, dest = _ssh_options(vm, hosts="127.0.0.1 127.0.0.2")
+    mark = vm.log_mark()
+    with canary_listener(("127.0.0.2", vm.port)) as (_, reached):
+        # -N: a session that stays open until ssh is told to stop.
+        kick = subprocess.Popen(vm.kicker_argv([*opts, "-N", dest]), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd="/")
+        try:
+            deadline = time.monotonic() + 30
+            while f"Accepted publickey for {vm.trigger_user}" not in vm.log_since(mark):
+                assert kick.poll() is None and time.monotonic() < deadline, "ssh never logged in"
+            # The kicker's try-members, under unshare, sh, setpriv and env, which all exec: signal it directly.
+            pid = int(subprocess.run(["pgrep", "-f", "-n", f"^/bin/bash {vm.try_members}"], capture_output=True,
+                                     text=True, check=True).stdout)
+            os.kill(pid, signal.SIGTERM)
+            _, stderr = kick.communicate(timeout=30)
+        finally:
+            if kick.poll() is None:
+                kick.kill()
+                kick.wait()
+        assert not reached, "try-members moved on to the next member after SIGTERM"
+    # ssh ended within the timeout above (its own status: OpenSSH closes an -N session cleanly on SIGTERM).
+    assert "stopped by SIGTERM while 127.0.0.1 was running; not trying further members" in stderr, stderr
+
+
+def test_kick_fails_over_to_the_next_member_and_returns_its_backup(vm: Vm) -> None:
+    """With a daemon behind the second member: the first refuses, the second runs a real backup, the Job gets 0."""
+    uri = _mongodb_uri()
+    _seed(uri)
+    with running_agent(vm, uri) as agent:
+        out = vm.as_kicker(cronjob_command(vm, hosts="127.0.0.2 127.0.0.1"))
+        assert out.returncode == 0, f"{out.stdout}{out.stderr}\n{agent.log.read_text()}"
+        assert f"complete: {KICK_DOCS} documents" in out.stdout + out.stderr, out.stdout + out.stderr
+        assert len(agent.manifests()) == 1, agent.manifests()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # What must be refused (independent of the agent: ssh and sshd refuse before any command runs)
 
 def _secrets_with(vm: Vm, name: str, known_hosts: str | None = None, key_from: Path | None = None) -> Path:
@@ -567,7 +696,8 @@ def test_key_not_in_authorized_keys_is_refused(vm: Vm) -> None:
 def test_key_is_refused_from_outside_the_from_restriction(vm: Vm) -> None:
     """The authorized_keys from= (Terraform: the AKS subnet) is enforced: the same key from 127.0.0.2 is refused."""
     cmd = cronjob_command(vm)
-    out = vm.as_kicker(cmd[:1] + ["-b", "127.0.0.2"] + cmd[1:])
+    i = cmd.index("ssh") + 1
+    out = vm.as_kicker(cmd[:i] + ["-b", "127.0.0.2"] + cmd[i:])
     assert out.returncode == 255 and "Permission denied (publickey)" in out.stderr, out.stderr
 
 
@@ -575,10 +705,10 @@ def test_key_is_refused_from_outside_the_from_restriction(vm: Vm) -> None:
 # The key is no tunnel: authorized_keys' `restrict` refuses port forwarding, local (-L) and stdio (-W) alike
 
 @contextlib.contextmanager
-def canary_listener() -> Iterator[tuple[int, list[bool]]]:
+def canary_listener(address: tuple[str, int] = ("127.0.0.1", 0)) -> Iterator[tuple[int, list[bool]]]:
     """A TCP listener on loopback standing in for something inside the network; records whether anyone reached it."""
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv.bind(address)
     srv.listen()
     srv.settimeout(0.2)
     reached: list[bool] = []
@@ -603,9 +733,9 @@ def canary_listener() -> Iterator[tuple[int, list[bool]]]:
         srv.close()
 
 
-def _ssh_options(vm: Vm) -> tuple[list[str], str]:
+def _ssh_options(vm: Vm, hosts: str = "127.0.0.1") -> tuple[list[str], str]:
     """The CronJob's ssh command without its remote command, split before the destination."""
-    cmd = cronjob_command(vm)
+    cmd = cronjob_command(vm, hosts=hosts)
     assert cmd[-1] == "run-now" and "@" in cmd[-2], cmd
     return cmd[:-2], cmd[-2]
 

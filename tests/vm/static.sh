@@ -79,9 +79,9 @@ check_ansible_syntax() {
 check_ansible_lint() {
     (cd ansible && offline ansible-lint --offline --nocolor)
 }
-render() { # render OUTDIR LOAD_CREDENTIAL VARSFILE
+render() { # render OUTDIR LOAD_CREDENTIAL VARSFILE [ANSIBLE-PLAYBOOK ARGS...]
     mkdir -p "$1"
-    ansible-playbook -i localhost, tests/vm/render-templates.yml -e "out=$1" -e "load_credential=$2" -e "@$3"
+    ansible-playbook -i localhost, tests/vm/render-templates.yml -e "out=$1" -e "load_credential=$2" -e "@$3" "${@:4}"
 }
 check_templates() {
     cat >"$work/vars.yml" <<'VARS'
@@ -96,6 +96,7 @@ mongo_backup_agent_trigger_keys:
   - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA plain"
   - {key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB withfrom ", from: ["10.0.0.0/8", "192.0.2.1"]}
 mongo_backup_agent_trigger_from: ["203.0.113.0/24"]
+mongo_backup_agent_cluster: {enabled: true, priority: 0.5, lease_duration: "30s"}
 VARS
     local mode
     for mode in true false; do
@@ -103,7 +104,9 @@ VARS
         python3 - "$work/r-$mode/config.toml" <<'PY' || return 1
 import sys, tomllib
 cfg = tomllib.load(open(sys.argv[1], "rb"))
-assert set(cfg) == {"mongodb", "backup", "storage", "retention"}, cfg
+assert set(cfg) == {"mongodb", "backup", "storage", "retention", "cluster"}, cfg
+# member defaults to the inventory_hostname (localhost when rendering on the controller)
+assert cfg["cluster"] == {"enabled": True, "member": "localhost", "priority": 0.5, "lease_duration": "30s"}, cfg
 assert cfg["storage"] == {"kind": "azure", "account": 'st"quoted', "container": "backups", "prefix": "prod",
                           "auth": "connection-string"}, cfg["storage"]
 assert cfg["backup"]["include"] == ["app.*"] and cfg["retention"]["keep_daily"] == 7, cfg
@@ -140,6 +143,43 @@ PY
         "$work/r-example/authorized_keys" || { cat "$work/r-example/authorized_keys"; return 1; }
 }
 
+check_replicaset_inventory() { # every member of the example replica set renders its own [cluster] section
+    local host
+    for host in mongo-1 mongo-2 mongo-3; do
+        (cd ansible && ansible-inventory -i inventory.replicaset.example.yml --host "$host") >"$work/rs-$host.json"
+        # Rendered as that host would be: the role names the member after its inventory_hostname.
+        render "$work/rs-$host" true "$work/rs-$host.json" -e "inventory_hostname=$host" >/dev/null || return 1
+        python3 - "$work/rs-$host/config.toml" "$host" <<'PY' || return 1
+import sys, tomllib
+cfg, host = tomllib.load(open(sys.argv[1], "rb")), sys.argv[2]
+want = {"enabled": True, "member": host, "lease_duration": "15s", "poll_interval": "2s"}
+if host == "mongo-3":
+    want = {"enabled": True, "member": host, "priority": 2.0}
+assert cfg["cluster"] == want, cfg["cluster"]
+assert cfg["mongodb"]["uri"].endswith("?directConnection=true") and cfg["pitr"] == {"enabled": True}, cfg
+PY
+    done
+}
+
+check_member_names() { # the role refuses two hosts of a play under one member name, and accepts distinct ones
+    python3 - ansible/roles/mongo_backup_agent/tasks/main.yml "$work/member-tasks.yml" <<'PY' || return 1
+import sys, yaml
+tasks = yaml.safe_load(open(sys.argv[1]))
+wanted = [t for t in tasks if "member" in t["name"] and "replica set" in t["name"]]
+assert len(wanted) == 2, [t["name"] for t in tasks]
+yaml.safe_dump(wanted, open(sys.argv[2], "w"))
+PY
+    local run=(ansible-playbook -i "m1,m2,m3," tests/vm/check-member-names.yml -e "tasks_file=$work/member-tasks.yml")
+    "${run[@]}" -e '{"mongo_backup_agent_cluster": {"enabled": true}}' >"$work/names-ok.log" 2>&1 \
+        || { cat "$work/names-ok.log"; return 1; }
+    if "${run[@]}" -e '{"mongo_backup_agent_cluster": {"enabled": true, "member": "same"}}' \
+        >"$work/names-dup.log" 2>&1; then
+        echo "three hosts named 'same' were accepted"; return 1
+    fi
+    grep -q "mongo_backup_agent_cluster.member 'same' is empty or used by more than one host" "$work/names-dup.log" \
+        || { cat "$work/names-dup.log"; return 1; }
+}
+
 check "systemd-analyze verify prints nothing" check_unit_verify
 check "systemd-analyze security <= $MAX_EXPOSURE" check_unit_security
 check "unit keeps the required hardening" check_unit_directives
@@ -149,5 +189,7 @@ check "ansible-playbook --syntax-check" check_ansible_syntax
 check "ansible-lint (production profile)" check_ansible_lint
 check "role templates: TOML, unit drop-in, authorized_keys" check_templates
 check "example inventory renders a valid config" check_example_inventory
+check "replica-set example inventory renders each member's [cluster]" check_replicaset_inventory
+check "role refuses two replica-set members under one name" check_member_names
 
 checks_summary
