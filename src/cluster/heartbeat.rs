@@ -21,7 +21,7 @@ pub struct Heartbeat {
     pub standing: Standing,
     /// Its agent version.
     pub agent_version: String,
-    /// Its last successful backup, as run by any member.
+    /// When the last backup this agent ran succeeded.
     pub last_success: Option<DateTime<Utc>>,
     /// What it is doing now for the cluster ("backup <id>", "archiving the oplog"), if anything.
     pub doing: Vec<String>,

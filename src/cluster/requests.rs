@@ -63,8 +63,12 @@ fn result_key(prefix: &str, id: &str) -> String {
     lock_key(prefix, &format!("{RESULTS}{id}.json"))
 }
 
-/// Posts `request`; one already there under its id (a scheduled run another member posted) is fine.
+/// Posts `request`; one already there under its id (a scheduled run another member posted) is fine, and so is one
+/// already served (a member whose schedule fired late must not run it again).
 pub async fn post(store: &dyn ObjectStore, prefix: &str, request: &Request) -> Result<(), StoreError> {
+    if result(store, prefix, &request.id).await?.is_some() {
+        return Ok(());
+    }
     let body = serde_json::to_vec(request).expect("a request serializes");
     match store.put_if_absent(&request_key(prefix, &request.id), body.into()).await {
         Ok(()) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
@@ -128,5 +132,50 @@ pub async fn result(store: &dyn ObjectStore, prefix: &str, id: &str) -> Result<O
             .map_err(|e| StoreError::Backend(format!("result of backup request {id} is unreadable: {e}"))),
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::backup::{BackupId, Progress};
+    use crate::store::FilesystemStore;
+
+    fn report(id: &BackupId) -> RunReport {
+        let now = Utc::now();
+        RunReport::new(
+            id.clone(),
+            "schedule",
+            "test".into(),
+            now,
+            &Err((crate::backup::Outcome::Failed, "x".into())),
+            &Progress::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_run_is_one_request_served_once_whoever_posts_it_and_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilesystemStore::new(dir.path());
+        let fire = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 0).unwrap();
+        for member in ["m1", "m2", "m3"] {
+            post(&store, "p", &Request::scheduled(fire, member)).await.unwrap();
+        }
+        let kick = Request::kick("ssh", "m2");
+        post(&store, "p", &kick).await.unwrap();
+        let waiting = pending(&store, "p").await.unwrap();
+        assert_eq!(waiting.iter().map(|r| r.trigger.as_str()).collect::<Vec<_>>(), ["schedule", "ssh"]);
+
+        let id = BackupId::new(Utc::now());
+        let served = Served { member: "m1".into(), report: report(&id) };
+        finish(&store, "p", &waiting, &served).await.unwrap();
+        assert!(pending(&store, "p").await.unwrap().is_empty());
+        assert_eq!(result(&store, "p", &kick.id).await.unwrap(), Some(served.clone()));
+        // A member whose schedule fired late posts the same run again: it is not run twice.
+        post(&store, "p", &Request::scheduled(fire, "m3")).await.unwrap();
+        assert!(pending(&store, "p").await.unwrap().is_empty());
+        assert_eq!(result(&store, "p", &waiting[0].id).await.unwrap().map(|s| s.member), Some("m1".into()));
     }
 }

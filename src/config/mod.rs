@@ -226,7 +226,7 @@ impl AzureAuth {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Which backend. Setting `url` selects Azure as well.
@@ -531,7 +531,7 @@ impl Default for PitrConfig {
 
 /// `[cluster]`: one agent per replica-set member. For each backup and for oplog archiving the agents contend for a
 /// lease on a lock object in the store; the best-ranked member normally wins (see [`crate::cluster`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Coordinate with the agents on the other members.

@@ -74,6 +74,13 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if pitr(old) != pitr(new) {
         changed.push("[pitr]");
     }
+    // The coordinator keeps the member name, leases and store it started with: the other members know it by them.
+    if old.cluster != new.cluster {
+        changed.push("[cluster]");
+    }
+    if new.cluster.enabled && old.storage != new.storage {
+        changed.push("[storage] (in replica-set mode)");
+    }
     changed
 }
 
@@ -132,5 +139,10 @@ mod tests {
         );
         assert_eq!(restart_only_changes(&old, &bound), ["daemon.socket", "daemon.socket_group", "metrics.listen"]);
         assert!(restart_only_changes(&bound, &bound.clone()).is_empty());
+        let member = parse("[cluster]\nenabled = true\n");
+        assert_eq!(restart_only_changes(&old, &member), ["[cluster]"]);
+        let moved = parse("[cluster]\nenabled = true\n[storage]\npath = \"/elsewhere\"\n");
+        assert_eq!(restart_only_changes(&member, &moved), ["[storage] (in replica-set mode)"]);
+        assert!(restart_only_changes(&old, &parse("[storage]\npath = \"/elsewhere\"\n")).is_empty());
     }
 }
