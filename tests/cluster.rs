@@ -39,6 +39,7 @@ struct Agent {
 struct Cluster {
     agents: Vec<Agent>,
     _dirs: Vec<tempfile::TempDir>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// What every agent's config holds besides its member name and store endpoint.
@@ -70,6 +71,7 @@ impl Cluster {
     /// Starts agents `m1`, `m2`, `m3` with priorities 3, 2, 1 (so `m1` should win whatever it contends for);
     /// `endpoints[i]` is the store endpoint agent `i` uses (a proxy, or Azurite itself).
     async fn start(setup: &Setup<'_>, endpoints: [&str; 3]) -> Cluster {
+        let serial = ONE_AT_A_TIME.lock().await;
         let container = unique_container("cluster");
         create_container(&shared_endpoint(), &container).await;
         let mut agents = Vec::new();
@@ -85,7 +87,7 @@ impl Cluster {
             agents.push(Agent { daemon, member });
             dirs.push(dir);
         }
-        let cluster = Cluster { agents, _dirs: dirs };
+        let cluster = Cluster { agents, _dirs: dirs, _serial: serial };
         cluster.wait_for("every member's heartbeat", Duration::from_secs(30), |c| {
             (0..3).all(|i| {
                 c.status(i).is_some_and(|s| {
@@ -164,6 +166,22 @@ fn finish_kick(child: Child) -> (i32, Option<String>, String) {
     (out.status.code().unwrap_or(-1), id, text)
 }
 
+/// A fresh database of `docs` documents and three agents backing it up, each reaching the store at its endpoint
+/// (Azurite itself when `None`).
+async fn cluster_over(tag: &str, docs: usize, endpoints: [Option<&str>; 3]) -> Cluster {
+    let db = unique(tag);
+    fill(&db, docs).await;
+    // Driver timeouts longer than a test's pause of a runner, so a paused runner's reads survive it: whether it
+    // then stores its backup is up to fencing alone.
+    let uri = format!(
+        "{}{}connectTimeoutMS=120000&heartbeatFrequencyMS=60000",
+        uri(),
+        if uri().contains('?') { '&' } else { '?' }
+    );
+    let azurite = shared_endpoint();
+    Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, endpoints.map(|e| e.unwrap_or(&azurite))).await
+}
+
 /// Fills `db.c` with `docs` documents of ~1 KiB, so a backup takes a few seconds.
 async fn fill(db: &str, docs: usize) {
     let client = client().await;
@@ -177,11 +195,7 @@ async fn fill(db: &str, docs: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_kicks_over_three_agents_make_one_backup_at_a_time_each_kick_gets_its_result() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let db = unique("cluster_kicks");
-    fill(&db, 20_000).await;
-    let (uri, azurite) = (uri(), shared_endpoint());
-    let cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, [&azurite; 3]).await;
+    let cluster = cluster_over("cluster_kicks", 20_000, [None; 3]).await;
 
     // Spread over about ten seconds, so they fall into several slots, some while a backup runs.
     let kicks: Vec<Child> = (0..50)
@@ -215,32 +229,33 @@ async fn fifty_kicks_over_three_agents_make_one_backup_at_a_time_each_kick_gets_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_runner_mid_backup_another_agent_serves_the_kick() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let db = unique("cluster_kill");
-    fill(&db, 60_000).await;
-    let (uri, azurite) = (uri(), shared_endpoint());
-    let mut cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, [&azurite; 3]).await;
+    let mut cluster = cluster_over("cluster_kill", 60_000, [None; 3]).await;
 
-    // Kicked on m3; m1 (the best) runs it.
+    let (doomed, id, failover) = take_over(&mut cluster, |c| c.agents[0].daemon.child.kill().unwrap()).await;
+    eprintln!(
+        "runner killed mid-backup {doomed}: m2 finished backup {id} {:.1}s after the kill",
+        failover.as_secs_f64()
+    );
+}
+
+/// Kicks m3 and, once m1 (the best) is backing up for it, makes m1 `lose`; the kick must then be served by m2,
+/// with m2's backup the only one stored. Returns m1's backup id, m2's, and how long after the loss the kick ended.
+async fn take_over(cluster: &mut Cluster, lose: impl FnOnce(&mut Cluster)) -> (String, String, Duration) {
     let kick = cluster.kick(2);
     let doomed = cluster.agents[0].daemon.wait_backing_up();
-    cluster.agents[0].daemon.child.kill().unwrap();
-    let killed = Instant::now();
+    lose(cluster);
+    let lost = Instant::now();
     let (code, id, text) = finish_kick(kick);
-    let failover = killed.elapsed();
+    let failover = lost.elapsed();
     assert_eq!(code, 0, "{text}\n{}", cluster.logs());
     let id = id.unwrap();
     assert_ne!(id, doomed);
     let manifests = cluster.manifests().await;
     assert_eq!(manifests.keys().collect::<Vec<_>>(), [&id], "only the survivor's backup: {}", cluster.logs());
     let served = cluster.served().await;
-    assert_eq!(served.len(), 1);
-    assert_eq!(served[0].member, "m2", "the next best member took over: {}", cluster.logs());
+    assert_eq!(served.iter().map(|s| s.member.as_str()).collect::<Vec<_>>(), ["m2"], "{}", cluster.logs());
     assert!(failover < LEASE + Duration::from_secs(60), "{failover:?}");
-    eprintln!(
-        "runner killed mid-backup {doomed}: m2 finished backup {id} {:.1}s after the kill",
-        failover.as_secs_f64()
-    );
+    (doomed, id, failover)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,41 +321,50 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_cut_off_from_the_store_aborts_without_a_manifest_and_another_wins() {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let db = unique("cluster_cut");
-    fill(&db, 60_000).await;
-    let (uri, azurite) = (uri(), shared_endpoint());
-    let upstream: url::Url = azurite.parse().unwrap();
+    let upstream: url::Url = shared_endpoint().parse().unwrap();
     let upstream = std::net::SocketAddr::new(upstream.host_str().unwrap().parse().unwrap(), upstream.port().unwrap());
     let mut proxy = Proxy::start(upstream).await;
     let through_proxy = format!("http://127.0.0.1:{}/devstoreaccount1", proxy.port);
-    let cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, [&through_proxy, &azurite, &azurite]).await;
+    let mut cluster = cluster_over("cluster_cut", 60_000, [Some(&through_proxy), None, None]).await;
 
-    let kick = cluster.kick(1);
-    let doomed = cluster.agents[0].daemon.wait_backing_up();
-    proxy.cut();
-    let cut = Instant::now();
-    let (code, id, text) = finish_kick(kick);
-    let failover = cut.elapsed();
-    assert_eq!(code, 0, "{text}\n{}", cluster.logs());
-    let id = id.unwrap();
-    assert_ne!(id, doomed);
-    // The cut-off runner gave up on its own: its lease ran out, it stopped without a manifest.
+    let (doomed, id, failover) = take_over(&mut cluster, |_| proxy.cut()).await;
+    // The cut-off runner gave up on its own (its uploads failed, or its lease ran out) and stored nothing.
     cluster.wait_for("the cut-off runner to give up", Duration::from_secs(60), |c| {
         c.agents[0].daemon.log().contains(&format!("backup {doomed} failed"))
     });
-    let manifests = cluster.manifests().await;
-    assert_eq!(manifests.keys().collect::<Vec<_>>(), [&id], "{}", cluster.logs());
-    assert_eq!(cluster.served().await.iter().map(|s| s.member.as_str()).collect::<Vec<_>>(), ["m2"]);
+    assert_eq!(cluster.manifests().await.keys().collect::<Vec<_>>(), [&id], "{}", cluster.logs());
+    let log = cluster.agents[0].daemon.log();
+    let gave_up = log.lines().find(|l| l.contains(&format!("backup {doomed} failed"))).unwrap_or_default().to_string();
     eprintln!(
-        "runner cut off mid-backup {doomed}: m2 finished backup {id} {:.1}s after the cut",
+        "runner cut off mid-backup {doomed}: m2 finished backup {id} {:.1}s after the cut; m1: {gave_up}",
+        failover.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_paused_past_its_lease_wakes_up_and_writes_nothing() {
+    let mut cluster = cluster_over("cluster_pause", 60_000, [None; 3]).await;
+    let (doomed, id, failover) = take_over(&mut cluster, |c| c.agents[0].daemon.signal("STOP")).await;
+    // The zombie wakes with its backup half done: its next renewal is refused, so it stops and stores nothing.
+    cluster.agents[0].daemon.signal("CONT");
+    let failed = format!("backup {doomed} failed");
+    cluster.wait_for("the paused runner to give up", Duration::from_secs(60), |c| {
+        c.agents[0].daemon.log().contains(&failed)
+    });
+    let log = cluster.agents[0].daemon.log();
+    let gave_up = log.lines().find(|l| l.contains(&failed)).unwrap_or_default().to_string();
+    assert!(gave_up.contains("lease"), "{gave_up}");
+    // Give it time to do anything more it would do.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cluster.manifests().await.keys().collect::<Vec<_>>(), [&id], "{}", cluster.logs());
+    eprintln!(
+        "runner paused mid-backup {doomed}: m2 finished backup {id} {:.1}s after the pause; m1 woke: {gave_up}",
         failover.as_secs_f64()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
-    let _serial = ONE_AT_A_TIME.lock().await;
     let server_dir = tempfile::tempdir().unwrap();
     let (mut server, uri) = own_server(server_dir.path());
     let db = unique("cluster_pitr");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Standing, lock_key};
+use super::{Standing, lock_key, read_objects};
 use crate::store::{ObjectStore, StoreError};
 
 /// Where heartbeats live under the cluster's directory.
@@ -46,22 +46,10 @@ pub async fn publish(store: &dyn ObjectStore, prefix: &str, beat: &Heartbeat) ->
     store.put_bytes(&lock_key(prefix, &format!("{MEMBERS}{}.json", beat.member)), body).await
 }
 
-/// Every agent's latest heartbeat, by member name; ones that cannot be parsed are skipped with a warning.
+/// Every agent's latest heartbeat; ones that cannot be parsed are skipped with a warning.
 pub async fn read_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Heartbeat>, StoreError> {
-    let mut beats = Vec::new();
-    for object in store.list(&lock_key(prefix, MEMBERS)).await? {
-        let bytes = match store.get_bytes(&object.key).await {
-            Ok(bytes) => bytes,
-            // Being replaced right now (the filesystem store renames over it).
-            Err(StoreError::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        match serde_json::from_slice::<Heartbeat>(&bytes) {
-            Ok(beat) => beats.push(beat),
-            Err(e) => log::warn!("ignoring heartbeat {}: not one this agent can read ({e})", object.key),
-        }
-    }
-    Ok(beats)
+    let beats = read_objects(store, &lock_key(prefix, MEMBERS), "heartbeat").await?;
+    Ok(beats.into_iter().map(|(_, beat)| beat).collect())
 }
 
 /// How long a member waits before contending: one step per better-ranked live member.

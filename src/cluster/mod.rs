@@ -54,6 +54,28 @@ pub fn member_name(config: &crate::config::ClusterConfig) -> String {
     })
 }
 
+/// Every JSON object under `dir` that parses as `T`, with its key. One being replaced or deleted while listed is
+/// skipped, and so is one this agent cannot read (a newer agent's format), with a warning naming `what`.
+async fn read_objects<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    dir: &str,
+    what: &str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let mut found = Vec::new();
+    for object in store.list(dir).await? {
+        let bytes = match store.get_bytes(&object.key).await {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(value) => found.push((object.key, value)),
+            Err(e) => log::warn!("ignoring {what} {}: not one this agent can read ({e})", object.key),
+        }
+    }
+    Ok(found)
+}
+
 /// A lease held on a lock object and kept alive in the background until released or lost.
 pub struct Holder {
     lease: Arc<dyn Lease>,

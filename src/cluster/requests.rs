@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::lock_key;
+use super::{lock_key, read_objects};
 use crate::backup::RunReport;
 use crate::store::{ObjectStore, StoreError};
 
@@ -79,19 +79,10 @@ pub async fn post(store: &dyn ObjectStore, prefix: &str, request: &Request) -> R
 /// Requests not served yet, oldest first.
 pub async fn pending(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Request>, StoreError> {
     let mut found = Vec::new();
-    for object in store.list(&lock_key(prefix, REQUESTS)).await? {
-        let bytes = match store.get_bytes(&object.key).await {
-            Ok(bytes) => bytes,
-            Err(StoreError::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        let Ok(request) = serde_json::from_slice::<Request>(&bytes) else {
-            log::warn!("ignoring backup request {}: not one this agent can read", object.key);
-            continue;
-        };
+    for (key, request) in read_objects::<Request>(store, &lock_key(prefix, REQUESTS), "backup request").await? {
         // Served, but its runner died before deleting it.
         if result(store, prefix, &request.id).await?.is_some() {
-            store.delete(&object.key).await?;
+            store.delete(&key).await?;
             continue;
         }
         found.push(request);
