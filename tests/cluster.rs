@@ -166,18 +166,19 @@ fn finish_kick(child: Child) -> (i32, Option<String>, String) {
     (out.status.code().unwrap_or(-1), id, text)
 }
 
+/// `uri` with driver timeouts longer than a test's pause of a runner, so a paused runner's reads survive it:
+/// whether it then stores anything is up to fencing alone.
+fn patient(uri: &str) -> String {
+    let joiner = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{joiner}connectTimeoutMS=120000&heartbeatFrequencyMS=60000")
+}
+
 /// A fresh database of `docs` documents and three agents backing it up, each reaching the store at its endpoint
 /// (Azurite itself when `None`).
 async fn cluster_over(tag: &str, docs: usize, endpoints: [Option<&str>; 3]) -> Cluster {
     let db = unique(tag);
     fill(&db, docs).await;
-    // Driver timeouts longer than a test's pause of a runner, so a paused runner's reads survive it: whether it
-    // then stores its backup is up to fencing alone.
-    let uri = format!(
-        "{}{}connectTimeoutMS=120000&heartbeatFrequencyMS=60000",
-        uri(),
-        if uri().contains('?') { '&' } else { '?' }
-    );
+    let uri = patient(&uri());
     let azurite = shared_endpoint();
     Cluster::start(&Setup { uri: &uri, db: &db, extra: "" }, endpoints.map(|e| e.unwrap_or(&azurite))).await
 }
@@ -365,8 +366,30 @@ async fn a_runner_paused_past_its_lease_wakes_up_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
+    archiver_failover("killed", |m1| m1.daemon.child.kill().unwrap(), |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_paused_past_its_lease_wakes_up_and_stores_no_overlapping_chunk() {
+    let woke = |m1: &mut Agent| {
+        m1.daemon.signal("CONT");
+        // It learns it lost the lease (its renewal, or the one before its next chunk, is refused) and stops.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !m1.daemon.log().contains("lost the archiving lease") {
+            assert!(Instant::now() < deadline, "the paused archiver never noticed:\n{}", m1.daemon.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    archiver_failover("paused", |m1| m1.daemon.signal("STOP"), woke).await;
+}
+
+/// Archiving with a writer running; once m1 archives, `lose` it; m2 must take over and archive on; `after` runs
+/// once m2 has stored a few chunks. Then the chain has no gap and no overlap, and restoring its newest point gives
+/// every write exactly once.
+async fn archiver_failover(how: &str, lose: impl FnOnce(&mut Agent), after: impl FnOnce(&mut Agent)) {
     let server_dir = tempfile::tempdir().unwrap();
     let (mut server, uri) = own_server(server_dir.path());
+    let uri = patient(&uri);
     let db = unique("cluster_pitr");
     let azurite = shared_endpoint();
     let extra = "[pitr]\nenabled = true\nchunk_span = \"3s\"\npoll_interval = \"250ms\"\n";
@@ -398,8 +421,8 @@ async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
     cluster.wait_for("an archiving member with a chunk", Duration::from_secs(90), |c| archiver(c).is_some());
     let first = archiver(&cluster).unwrap();
     assert_eq!(cluster.agents[first].member, "m1", "the best member archives: {}", cluster.logs());
-    cluster.agents[first].daemon.child.kill().unwrap();
-    let killed = Instant::now();
+    lose(&mut cluster.agents[first]);
+    let lost = Instant::now();
     let survivors = |c: &Cluster| {
         (0..c.agents.len()).filter(|&i| i != first).find(|&i| {
             c.status(i).is_some_and(|s| {
@@ -408,11 +431,13 @@ async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
         })
     };
     cluster.wait_for("another member archiving", LEASE + Duration::from_secs(45), |c| survivors(c).is_some());
-    let failover = killed.elapsed();
+    let failover = lost.elapsed();
     let second = survivors(&cluster).unwrap();
     assert_eq!(cluster.agents[second].member, "m2", "{}", cluster.logs());
     // Let it archive a few chunks, stop writing, and seal through a kick on the member that is not archiving.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    after(&mut cluster.agents[first]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.await.unwrap();
     let standby = 3 - first - second;
@@ -449,7 +474,7 @@ async fn kill_9_of_the_archiver_the_chain_goes_on_without_gap_or_duplicate() {
     assert_eq!(ids.len() as i64, written, "every write restored once");
     assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), (0..written).collect::<BTreeSet<_>>());
     eprintln!(
-        "archiver m1 killed: m2 archiving again {:.1}s later; {} chunks, {written} writes restored",
+        "archiver m1 {how}: m2 archiving again {:.1}s later; {} chunks, {written} writes restored",
         failover.as_secs_f64(),
         chain.chunks.len()
     );
