@@ -25,6 +25,9 @@ use tokio::task::JoinSet;
 /// The lease every test uses: Azure's shortest, so failovers are quick.
 const LEASE: Duration = Duration::from_secs(15);
 
+/// The archiving tests' `chunk_span`.
+const CHUNK_SPAN: Duration = Duration::from_secs(3);
+
 /// One cluster at a time: three daemons each are enough load for two cores, and the ranking assertions should
 /// not hinge on heartbeats delayed by a neighbouring test.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -271,6 +274,7 @@ async fn a_lease_not_renewed_runs_out_and_once_taken_its_holder_is_refused() {
     assert!(store.try_lease(&key, LEASE).await.unwrap().is_none());
     // The holder pauses longer than its lease: the lock is free again, and the next agent takes it.
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    assert!(!store.lease_held(&key).await.unwrap(), "an expired lease reads as free");
     let next =
         mongo_backup_agent::cluster::Holder::try_take(store.as_ref(), &key, LEASE).await.unwrap().expect("expired");
     // The paused holder's renewal, which every manifest and chunk write waits on, is refused.
@@ -392,8 +396,9 @@ async fn archiver_failover(how: &str, lose: impl FnOnce(&mut Agent), after: impl
     let uri = patient(&uri);
     let db = unique("cluster_pitr");
     let azurite = shared_endpoint();
-    let extra = "[pitr]\nenabled = true\nchunk_span = \"3s\"\npoll_interval = \"250ms\"\n";
-    let mut cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra }, [&azurite; 3]).await;
+    let extra =
+        format!("[pitr]\nenabled = true\nchunk_span = \"{}s\"\npoll_interval = \"250ms\"\n", CHUNK_SPAN.as_secs());
+    let mut cluster = Cluster::start(&Setup { uri: &uri, db: &db, extra: &extra }, [&azurite; 3]).await;
 
     // A writer numbering its documents, so the restore shows whether anything is missing.
     let writer_client = mongodb::Client::with_uri_str(&uri).await.unwrap();
@@ -411,29 +416,32 @@ async fn archiver_failover(how: &str, lose: impl FnOnce(&mut Agent), after: impl
             n
         }
     });
-    let archiver = |c: &Cluster| {
-        (0..c.agents.len()).find(|&i| {
-            c.status(i).is_some_and(|s| {
-                s["pitr"]["archive"]["archiving"] == true && s["pitr"]["archive"]["chunks"].as_u64() > Some(0)
-            })
+    // Whether agent `i` archives (and has stored a chunk, when `sealed`).
+    let archiving = |c: &Cluster, i: usize, sealed: bool| {
+        c.status(i).is_some_and(|s| {
+            let a = &s["pitr"]["archive"];
+            a["archiving"] == true && (!sealed || a["chunks"].as_u64() > Some(0))
         })
     };
-    cluster.wait_for("an archiving member with a chunk", Duration::from_secs(90), |c| archiver(c).is_some());
-    let first = archiver(&cluster).unwrap();
+    let archiver = |c: &Cluster, sealed: bool, skip: Option<usize>| {
+        (0..c.agents.len()).filter(|&i| Some(i) != skip).find(|&i| archiving(c, i, sealed))
+    };
+    cluster
+        .wait_for("an archiving member with a chunk", Duration::from_secs(90), |c| archiver(c, true, None).is_some());
+    let first = archiver(&cluster, true, None).unwrap();
     assert_eq!(cluster.agents[first].member, "m1", "the best member archives: {}", cluster.logs());
     lose(&mut cluster.agents[first]);
     let lost = Instant::now();
-    let survivors = |c: &Cluster| {
-        (0..c.agents.len()).filter(|&i| i != first).find(|&i| {
-            c.status(i).is_some_and(|s| {
-                s["pitr"]["archive"]["archiving"] == true && s["pitr"]["archive"]["chunks"].as_u64() > Some(0)
-            })
-        })
-    };
-    cluster.wait_for("another member archiving", LEASE + Duration::from_secs(45), |c| survivors(c).is_some());
-    let failover = lost.elapsed();
-    let second = survivors(&cluster).unwrap();
+    let bound = LEASE + CHUNK_SPAN;
+    cluster.wait_for("another member archiving", bound + Duration::from_secs(30), |c| {
+        archiver(c, false, Some(first)).is_some()
+    });
+    let took_over = lost.elapsed();
+    let second = archiver(&cluster, false, Some(first)).unwrap();
     assert_eq!(cluster.agents[second].member, "m2", "{}", cluster.logs());
+    assert!(took_over <= bound, "took over after {took_over:?}, beyond lease_duration + chunk_span");
+    cluster.wait_for("a chunk from the new archiver", Duration::from_secs(30), |c| archiving(c, second, true));
+    let first_chunk = lost.elapsed();
     // Let it archive a few chunks, stop writing, and seal through a kick on the member that is not archiving.
     tokio::time::sleep(Duration::from_secs(4)).await;
     after(&mut cluster.agents[first]);
@@ -474,8 +482,10 @@ async fn archiver_failover(how: &str, lose: impl FnOnce(&mut Agent), after: impl
     assert_eq!(ids.len() as i64, written, "every write restored once");
     assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), (0..written).collect::<BTreeSet<_>>());
     eprintln!(
-        "archiver m1 {how}: m2 archiving again {:.1}s later; {} chunks, {written} writes restored",
-        failover.as_secs_f64(),
+        "archiver m1 {how}: m2 took the lease and archived {:.1}s later, its first chunk after {:.1}s; {} chunks, \
+         {written} writes restored",
+        took_over.as_secs_f64(),
+        first_chunk.as_secs_f64(),
         chain.chunks.len()
     );
     let _ = target.kill();

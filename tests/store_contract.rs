@@ -218,7 +218,9 @@ async fn a_reader_may_stop_early(f: Fixture) {
 async fn a_lease_is_exclusive_until_released(f: Fixture) {
     let s = f.store.as_ref();
     let lease = Duration::from_secs(15);
+    assert!(!s.lease_held(".locks/backup").await.unwrap(), "a lock never taken is free");
     let first = s.try_lease(".locks/backup", lease).await.unwrap().expect("a free lock is taken");
+    assert!(s.lease_held(".locks/backup").await.unwrap());
     assert!(s.try_lease(".locks/backup", lease).await.unwrap().is_none(), "a held lock is refused");
     first.renew().await.unwrap();
     // Racing contenders for another lock: exactly one wins.
@@ -227,6 +229,7 @@ async fn a_lease_is_exclusive_until_released(f: Fixture) {
     assert_eq!(won.len(), 1);
     first.release().await.unwrap();
     drop(first);
+    assert!(!s.lease_held(".locks/backup").await.unwrap(), "a released lock is free");
     let second = s.try_lease(".locks/backup", lease).await.unwrap().expect("a released lock is free");
     assert!(s.try_lease(".locks/backup", lease).await.unwrap().is_none());
     second.release().await.unwrap();

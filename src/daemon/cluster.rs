@@ -66,8 +66,8 @@ struct View {
     doing: BTreeSet<String>,
     pending: usize,
     last_problem: Option<String>,
-    /// When this agent first saw each pending request: the contention delay runs from there.
-    first_seen: HashMap<String, Instant>,
+    /// Since when this agent has seen each lock free while it wanted it: its contention delay runs from there.
+    free_since: HashMap<&'static str, Instant>,
 }
 
 impl Coordinator {
@@ -80,7 +80,7 @@ impl Coordinator {
             doing: BTreeSet::new(),
             pending: 0,
             last_problem: None,
-            first_seen: HashMap::new(),
+            free_since: HashMap::new(),
         };
         let member = crate::cluster::member_name(&config.cluster);
         let config = Arc::new(config.clone());
@@ -148,9 +148,25 @@ impl Coordinator {
             .map(|b| b.member.clone())
     }
 
-    /// The contention delay for this agent now.
-    pub fn delay(&self) -> Duration {
-        heartbeat::contention_delay(self.position(), self.poll_interval())
+    /// Whether this member may try for lock `name` now. The best-ranked live member may at once. The others wait
+    /// their contention delay counted from when they first saw the lock free, so when a holder's lease runs out, the
+    /// better member, which tries at every poll, takes it first.
+    pub async fn may_contend(&self, name: &'static str) -> Result<bool> {
+        let delay = heartbeat::contention_delay(self.position(), self.poll_interval());
+        if delay.is_zero() {
+            return Ok(true);
+        }
+        if self.store.lease_held(&lock_key(self.prefix(), name)).await? {
+            self.stand_back(name);
+            return Ok(false);
+        }
+        let since = *self.view().free_since.entry(name).or_insert_with(Instant::now);
+        Ok(since.elapsed() >= delay)
+    }
+
+    /// Forgets that lock `name` was seen free: this member does not want it now, or someone holds it.
+    pub fn stand_back(&self, name: &'static str) {
+        self.view().free_since.remove(name);
     }
 
     /// What `status` shows.
@@ -197,19 +213,16 @@ impl Coordinator {
         // While a member backs up, nobody contends; once it is done, the contention delays run afresh, so the
         // best-ranked member also wins the requests that queued up meanwhile.
         if self.runner.running().is_some() || self.doer("backup").is_some() {
-            self.view().first_seen.clear();
+            self.stand_back(BACKUP_LOCK);
             return Ok(());
         }
         let pending = requests::pending(self.store.as_ref(), self.prefix()).await?;
-        let oldest = {
-            let mut view = self.view();
-            view.pending = pending.len();
-            view.first_seen.retain(|id, _| pending.iter().any(|r| &r.id == id));
-            let now = Instant::now();
-            pending.iter().map(|r| *view.first_seen.entry(r.id.clone()).or_insert(now)).min()
-        };
-        let Some(oldest) = oldest else { return Ok(()) };
-        if !standing.eligible() || oldest.elapsed() < self.delay() {
+        self.view().pending = pending.len();
+        if pending.is_empty() || !standing.eligible() {
+            self.stand_back(BACKUP_LOCK);
+            return Ok(());
+        }
+        if !self.may_contend(BACKUP_LOCK).await? {
             return Ok(());
         }
         let key = lock_key(self.prefix(), BACKUP_LOCK);

@@ -77,16 +77,8 @@ impl Pitr {
         };
         let (seals, requests) = mpsc::channel(16);
         let pitr = Arc::new(Pitr { seals, state: Arc::default(), status });
-        let supervisor = Supervisor {
-            pitr: pitr.clone(),
-            config: config.clone(),
-            settings,
-            runner,
-            cluster,
-            requests,
-            cancel,
-            free_since: None,
-        };
+        let supervisor =
+            Supervisor { pitr: pitr.clone(), config: config.clone(), settings, runner, cluster, requests, cancel };
         Ok((pitr, supervisor))
     }
 
@@ -163,8 +155,6 @@ pub struct Supervisor {
     cluster: Option<Arc<Coordinator>>,
     requests: mpsc::Receiver<SealRequest>,
     cancel: CancellationToken,
-    /// Since when no live member has been archiving, as this member saw it: its contention delay runs from there.
-    free_since: Option<Instant>,
 }
 
 impl Supervisor {
@@ -204,12 +194,11 @@ impl Supervisor {
     async fn contend(&mut self) -> Result<Turn> {
         let Some(cluster) = self.cluster.clone() else { return Ok(Turn::Alone) };
         if let Some(archiver) = cluster.doer(ARCHIVING) {
-            self.free_since = None;
+            cluster.stand_back(PITR_LOCK);
             self.pitr.update(|s| s.last_problem = Some(format!("standing by: member {archiver} archives the oplog")));
             return Ok(Turn::StandBy);
         }
-        let free_since = *self.free_since.get_or_insert_with(Instant::now);
-        if !cluster.eligible() || free_since.elapsed() < cluster.delay() {
+        if !cluster.eligible() || !cluster.may_contend(PITR_LOCK).await? {
             return Ok(Turn::StandBy);
         }
         let store = crate::store::open(&self.config.storage)?;
@@ -248,7 +237,7 @@ impl Supervisor {
         self.settings.fence = None;
         cluster.set_doing(ARCHIVING, false);
         holder.release().await;
-        self.free_since = None;
+        cluster.stand_back(PITR_LOCK);
         if holder.lost().is_cancelled() {
             return Err(Error::Refused("lost the archiving lease to another member; standing by".into()));
         }

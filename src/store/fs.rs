@@ -202,9 +202,32 @@ impl ObjectStore for FilesystemStore {
         if let Some(parent) = path.parent() {
             self.create_dirs(parent).await.map_err(|e| self.io_error("lock", key, e))?;
         }
+        let held = self.try_lock(key, path, true).await?;
+        Ok(held.map(|file| Box::new(FileLease { file }) as Box<dyn Lease>))
+    }
+
+    async fn lease_held(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        if !path.exists() {
+            return Ok(false);
+        }
+        // Taking the lock and dropping it at once is the only way to ask flock.
+        Ok(self.try_lock(key, path, false).await?.is_none())
+    }
+}
+
+impl FilesystemStore {
+    /// Opens the lock file at `path` (creating it when `create`) and takes its flock if free: `None` when another
+    /// holder has it, or when it does not exist and `create` is false.
+    async fn try_lock(&self, key: &str, path: PathBuf, create: bool) -> Result<Option<std::fs::File>, StoreError> {
         let opened = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::OpenOptionsExt;
-            let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+            let file =
+                match std::fs::OpenOptions::new().create(create).truncate(false).write(true).mode(0o600).open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+                    Err(e) => return Err(e),
+                };
             match file.try_lock() {
                 Ok(()) => Ok(Some(file)),
                 Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -213,8 +236,7 @@ impl ObjectStore for FilesystemStore {
         })
         .await
         .map_err(|e| self.io_error("lock", key, std::io::Error::other(e)))?;
-        let held = opened.map_err(|e| self.io_error("lock", key, e))?;
-        Ok(held.map(|file| Box::new(FileLease { file }) as Box<dyn Lease>))
+        opened.map_err(|e| self.io_error("lock", key, e))
     }
 }
 

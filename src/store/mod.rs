@@ -148,6 +148,10 @@ pub trait ObjectStore: Send + Sync {
     /// another holder has it. The lock object is created empty when missing.
     async fn try_lease(&self, key: &str, duration: std::time::Duration) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
+    /// Whether someone holds the lease on lock object `key` now (a missing lock object is free). Lower-ranked agents
+    /// ask this before contending, so that their delay counts from when the lock became free.
+    async fn lease_held(&self, key: &str) -> Result<bool, StoreError>;
+
     /// Writes a small object whole, replacing what was there (heartbeats, results).
     async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
         self.put_stream(key, Box::pin(std::io::Cursor::new(data)), &ObjectMeta::new()).await.map(drop)

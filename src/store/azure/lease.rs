@@ -8,7 +8,7 @@ use std::time::Duration;
 use azure_core::error::ErrorKind;
 use azure_core::http::StatusCode;
 use azure_storage_blob::BlobClient;
-use azure_storage_blob::models::BlobClientAcquireLeaseOptions;
+use azure_storage_blob::models::{BlobClientAcquireLeaseOptions, BlobClientGetPropertiesResultHeaders, LeaseStatus};
 use bytes::Bytes;
 
 use super::AzureStore;
@@ -69,6 +69,24 @@ impl AzureStore {
             "lock object {key} in {} keeps disappearing; something deletes it",
             self.describe()
         )))
+    }
+}
+
+impl AzureStore {
+    /// [`ObjectStore::lease_held`] on Azure: the lock blob's lease status (an expired lease reads as unlocked).
+    pub(super) async fn lease_status(&self, key: &str) -> Result<bool, StoreError> {
+        let blob = self.inner.blob(key)?;
+        match blob.get_properties(None).await {
+            Ok(response) => {
+                let status =
+                    response.lease_status().map_err(|e| self.inner.whereabouts.failure("read lease of", key, e))?;
+                Ok(status == Some(LeaseStatus::Locked))
+            }
+            Err(err) => match self.inner.whereabouts.failure("read lease of", key, err) {
+                StoreError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
     }
 }
 

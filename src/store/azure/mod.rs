@@ -268,6 +268,10 @@ impl ObjectStore for AzureStore {
         self.lease(key, duration).await
     }
 
+    async fn lease_held(&self, key: &str) -> Result<bool, StoreError> {
+        self.lease_status(key).await
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         let blob = self.inner.blob(key)?;
         let attempts = Arc::new(retry::Attempts::default());
