@@ -6,8 +6,9 @@
 //!   ([`Holder`]). Azure: a blob lease (15–60 s, renewed by its holder, so a dead agent's lease runs out); filesystem:
 //!   an `flock`.
 //! - `members/<member>.json`: each agent's [`Heartbeat`]: its member's role and lag, what it is doing, its last
-//!   success. Ranking ([`rank`]) reads them: a member waits one contention delay per live member that ranks better
-//!   before it contends, so the best normally wins, and any one wins when the others are gone.
+//!   success. Ranking ([`rank`]) reads them: the best live member tries for a free lock at every poll, the others
+//!   wait one contention delay per better-ranked live member from when they see it free, so the best normally wins,
+//!   and any one wins when the others are gone.
 //! - `requests/<id>.json` and `results/<id>.json`: backup requests (a kick on any member, a scheduled run, a base
 //!   backup for archiving) and their outcomes ([`requests`]). The lease holder serves every pending request with
 //!   one backup; the member that was kicked waits for the result and returns its exit status.
