@@ -36,6 +36,16 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 struct Agent {
     daemon: Daemon,
     member: String,
+    /// Where its metrics are served.
+    metrics: std::net::SocketAddr,
+}
+
+impl Agent {
+    /// One scrape of its metrics.
+    async fn scrape(&self) -> common::prometheus::Scrape {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
+        common::prometheus::parse(&text)
+    }
 }
 
 /// Three agents sharing one container.
@@ -53,14 +63,21 @@ struct Setup<'a> {
     extra: &'a str,
 }
 
-fn agent_config(dir: &Path, setup: &Setup, endpoint: &str, container: &str, member: &str, priority: f64) -> String {
+/// Agent `member`'s config, serving its metrics on `metrics`.
+fn agent_config(
+    dir: &Path,
+    setup: &Setup,
+    endpoint: &str,
+    container: &str,
+    (member, priority, metrics): (&str, f64, std::net::SocketAddr),
+) -> String {
     let secret = dir.join("connection-string");
     std::fs::write(&secret, connection_string(endpoint)).unwrap();
     format!(
         "[mongodb]\nuri = {:?}\n[storage]\nkind = \"azure\"\nendpoint = {endpoint:?}\ncontainer = {container:?}\n\
          auth = \"connection-string\"\nconnection_string_file = {:?}\nprefix = \"t\"\nretry_max_secs = 4\n\
          request_timeout_secs = 4\n[daemon]\nsocket = {:?}\n[backup]\ninclude = [\"{}.*\"]\n\
-         [retention]\nprune_after_backup = false\n[cluster]\nenabled = true\nmember = {member:?}\npriority = {priority:.1}\nlease_duration = \"15s\"\n\
+         [retention]\nprune_after_backup = false\n[metrics]\nlisten = \"{metrics}\"\n[cluster]\nenabled = true\nmember = {member:?}\npriority = {priority:.1}\nlease_duration = \"15s\"\n\
          poll_interval = \"1s\"\n{}",
         setup.uri,
         secret.display().to_string(),
@@ -83,11 +100,12 @@ impl Cluster {
             let dir = tempfile::tempdir().unwrap();
             let member = format!("m{}", i + 1);
             let config = dir.path().join("config.toml");
-            std::fs::write(&config, agent_config(dir.path(), setup, endpoint, &container, &member, 3.0 - i as f64))
-                .unwrap();
+            let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let identity = (member.as_str(), 3.0 - i as f64, metrics);
+            std::fs::write(&config, agent_config(dir.path(), setup, endpoint, &container, identity)).unwrap();
             let daemon = Daemon::spawn(dir.path(), &config, &dir.path().join("control.sock"), &[]);
             daemon.wait_ready();
-            agents.push(Agent { daemon, member });
+            agents.push(Agent { daemon, member, metrics });
             dirs.push(dir);
         }
         let cluster = Cluster { agents, _dirs: dirs, _serial: serial };
@@ -430,6 +448,15 @@ async fn archiver_failover(how: &str, lose: impl FnOnce(&mut Agent), after: impl
         .wait_for("an archiving member with a chunk", Duration::from_secs(90), |c| archiver(c, true, None).is_some());
     let first = archiver(&cluster, true, None).unwrap();
     assert_eq!(cluster.agents[first].member, "m1", "the best member archives: {}", cluster.logs());
+    // A standby's metrics speak for the set: archiving on (elsewhere), the base m1 took as its last success, every
+    // member live, and every series the shipped rules and dashboard use is there.
+    let standby = cluster.agents[2].scrape().await;
+    assert_eq!(standby.get("mongo_backup_agent_pitr_archiving"), 1.0);
+    assert!(standby.get("mongo_backup_agent_last_success_timestamp_seconds") > 0.0);
+    assert_eq!(standby.get("mongo_backup_agent_cluster_members_live"), 3.0);
+    assert_eq!(standby.get("mongo_backup_agent_cluster_members_silent"), 0.0);
+    // No own schedule here, so no schedule interval.
+    common::prometheus::assert_exports_what_monitoring_uses(&standby, &["mongo_backup_agent_schedule_"]);
     lose(&mut cluster.agents[first]);
     let lost = Instant::now();
     let bound = LEASE + CHUNK_SPAN;
@@ -442,6 +469,7 @@ async fn archiver_failover(how: &str, lose: impl FnOnce(&mut Agent), after: impl
     assert!(took_over <= bound, "took over after {took_over:?}, beyond lease_duration + chunk_span");
     cluster.wait_for("a chunk from the new archiver", Duration::from_secs(30), |c| archiving(c, second, true));
     let first_chunk = lost.elapsed();
+    assert_eq!(cluster.agents[2].scrape().await.get("mongo_backup_agent_cluster_members_silent"), 1.0, "m1 is silent");
     // Let it archive a few chunks, stop writing, and seal through a kick on the member that is not archiving.
     tokio::time::sleep(Duration::from_secs(4)).await;
     after(&mut cluster.agents[first]);

@@ -21,7 +21,11 @@ use crate::cluster::requests::{self, Request, Served};
 use crate::cluster::{BACKUP_LOCK, Heartbeat, Holder, Standing, heartbeat, lock_key, rank};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::{ClusterView, Metrics};
 use crate::store::ObjectStore;
+
+/// What the archiving member's heartbeat says it does.
+pub const ARCHIVING: &str = "archiving the oplog";
 
 /// Polls in a row with no live member able to back up before a waiting kick gives up.
 const NO_RUNNER_POLLS: u32 = 5;
@@ -47,6 +51,7 @@ pub struct Coordinator {
     store: Arc<dyn ObjectStore>,
     member: String,
     runner: Arc<Runner>,
+    metrics: Arc<Metrics>,
     view: Mutex<View>,
     /// The connection to this member's own server, kept between polls.
     client: tokio::sync::Mutex<Option<mongodb::Client>>,
@@ -72,7 +77,7 @@ struct View {
 
 impl Coordinator {
     /// The coordinator for `config` (whose `[cluster]` is enabled).
-    pub fn new(config: &Config, runner: Arc<Runner>) -> Result<Arc<Coordinator>> {
+    pub fn new(config: &Config, runner: Arc<Runner>, metrics: Arc<Metrics>) -> Result<Arc<Coordinator>> {
         let store = crate::store::open(&config.storage)?;
         let view = View {
             standing: Standing::unreachable("not asked yet"),
@@ -84,7 +89,8 @@ impl Coordinator {
         };
         let member = crate::cluster::member_name(&config.cluster);
         let config = Arc::new(config.clone());
-        Ok(Arc::new(Coordinator { config, store, member, runner, view: Mutex::new(view), client: Default::default() }))
+        let client = Default::default();
+        Ok(Arc::new(Coordinator { config, store, member, runner, metrics, view: Mutex::new(view), client }))
     }
 
     /// This agent's member name.
@@ -210,6 +216,7 @@ impl Coordinator {
         self.beat(standing.clone()).await?;
         let beats = heartbeat::read_all(self.store.as_ref(), self.prefix()).await?;
         self.view().beats = beats;
+        self.publish_metrics();
         // While a member backs up, nobody contends; once it is done, the contention delays run afresh, so the
         // best-ranked member also wins the requests that queued up meanwhile.
         if self.runner.running().is_some() || self.doer("backup").is_some() {
@@ -254,6 +261,19 @@ impl Coordinator {
             holder.release().await;
         });
         Ok(())
+    }
+
+    /// What the heartbeats say, for the metrics: members live and silent, whether another member archives, and the
+    /// newest success any member reports, so every agent's last-success series is the set's.
+    fn publish_metrics(&self) {
+        let archived_elsewhere = self.doer(ARCHIVING).is_some();
+        let now = Utc::now();
+        let view = self.view();
+        let live = view.beats.iter().filter(|b| b.is_live(now)).count();
+        self.metrics.set_cluster(ClusterView { live, silent: view.beats.len() - live, archived_elsewhere });
+        if let Some(newest) = view.beats.iter().filter_map(|b| b.last_success).max() {
+            self.metrics.set_last_success(newest);
+        }
     }
 
     /// Where this agent's own server stands; an unreachable server makes the agent unfit.

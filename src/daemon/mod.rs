@@ -142,7 +142,7 @@ pub async fn run(
     let runner = Runner::new(config.clone(), metrics.clone())?;
     let stop_cluster = CancellationToken::new();
     let cluster = if config.cluster.enabled {
-        let coordinator = cluster::Coordinator::new(&config, runner.clone())?;
+        let coordinator = cluster::Coordinator::new(&config, runner.clone(), metrics.clone())?;
         log::info!(
             "replica-set mode: member {}, contending for leases in {}",
             coordinator.member(),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Runner;
-use super::cluster::Coordinator;
+use super::cluster::{ARCHIVING, Coordinator};
 use crate::backup::{BackupId, Outcome, Progress, RunReport};
 use crate::cluster::requests::Request;
 use crate::cluster::{Holder, PITR_LOCK, lock_key};
@@ -31,9 +31,6 @@ use crate::oplog::chain::{Chain, describe};
 /// [`RETRY_MAX`] while the errors go on.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
-
-/// What the archiving member's heartbeat says it does.
-const ARCHIVING: &str = "archiving the oplog";
 
 /// What `status` and the kick see of archiving.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -65,6 +65,18 @@ const OUTCOMES: [Outcome; 3] = [Outcome::Success, Outcome::Failed, Outcome::Canc
 pub struct Metrics {
     state: Mutex<State>,
     archiving: Mutex<Option<Archiving>>,
+    cluster: Mutex<Option<ClusterView>>,
+}
+
+/// Replica-set mode as the metrics see it, from the heartbeats in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Members whose agents' heartbeats are current, this one's included.
+    pub live: usize,
+    /// Members whose agents' heartbeats stopped.
+    pub silent: usize,
+    /// Whether a live member other than this one archives the oplog.
+    pub archived_elsewhere: bool,
 }
 
 /// Point-in-time archiving as the metrics see it: the archiver's figures, and the settings alerts compare them with.
@@ -95,6 +107,12 @@ impl Metrics {
         let archiving = Archiving { status: status.clone(), chunk_span, base_interval };
         *self.archiving.lock().unwrap_or_else(|e| e.into_inner()) = Some(archiving);
         status
+    }
+
+    /// Replica-set mode: what the heartbeats show now. With it, `pitr_archiving` counts archiving on any live
+    /// member, so only a set where nobody archives alerts.
+    pub fn set_cluster(&self, view: ClusterView) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
     }
 
     /// A backup has started.
@@ -186,8 +204,24 @@ impl Metrics {
         );
         family("last_run_documents", "gauge", "Documents the last attempt read.", &last_value(|r| r.documents as f64));
         let archiving = self.archiving.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cluster = *self.cluster.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(archiving) = archiving {
-            render_archiving(&archiving, Utc::now(), &mut family);
+            let elsewhere = cluster.is_some_and(|c| c.archived_elsewhere);
+            render_archiving(&archiving, elsewhere, Utc::now(), &mut family);
+        }
+        if let Some(cluster) = cluster {
+            family(
+                "cluster_members_live",
+                "gauge",
+                "Replica-set members whose agents' heartbeats are current, this one's included.",
+                &one(cluster.live as f64),
+            );
+            family(
+                "cluster_members_silent",
+                "gauge",
+                "Replica-set members whose agents' heartbeats stopped: they can neither back up nor take over.",
+                &one(cluster.silent as f64),
+            );
         }
         out
     }
@@ -201,6 +235,7 @@ impl Metrics {
 /// The point-in-time series (`mongo_backup_agent_pitr_*`).
 fn render_archiving(
     archiving: &Archiving,
+    archived_elsewhere: bool,
     now: DateTime<Utc>,
     family: &mut impl FnMut(&str, &str, &str, &[(String, f64)]),
 ) {
@@ -210,8 +245,8 @@ fn render_archiving(
     family(
         "pitr_archiving",
         "gauge",
-        "1 while the oplog archiver runs, else 0.",
-        &one(f64::from(u8::from(a.archiving))),
+        "1 while the oplog archiver runs (in replica-set mode: on any live member), else 0.",
+        &one(f64::from(u8::from(a.archiving || archived_elsewhere))),
     );
     family(
         "pitr_archived_timestamp_seconds",

@@ -36,3 +36,18 @@ pub fn parse(text: &str) -> Scrape {
     }
     scrape
 }
+
+/// Asserts that `scrape` has every series the shipped alert rules and Grafana dashboard use, except those starting
+/// with one of `absent_here` (series of a mode the scraped agent is not in).
+pub fn assert_exports_what_monitoring_uses(scrape: &Scrape, absent_here: &[&str]) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["monitoring/prometheus/mongo-backup-agent.rules.yml", "monitoring/grafana/mongo-backup-agent.json"] {
+        let used = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let words = used.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        let expected =
+            words.filter(|w| w.starts_with("mongo_backup_agent_") && !absent_here.iter().any(|p| w.starts_with(p)));
+        for name in expected {
+            assert!(scrape.types.contains_key(name), "{file} uses {name}, which the agent does not export");
+        }
+    }
+}
