@@ -246,6 +246,19 @@ async fn fifty_kicks_over_three_agents_make_one_backup_at_a_time_each_kick_gets_
     let served = cluster.served().await;
     let runners: BTreeSet<&str> = served.iter().map(|s| s.member.as_str()).collect();
     assert_eq!(runners, BTreeSet::from(["m1"]), "{}", cluster.logs());
+    // `status` on any member shows every member's heartbeat, best-ranked first.
+    let (code, shown, _) = cluster.agents[2].daemon.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(shown.contains("cluster: this is member m3; runner: "), "{shown}");
+    let rows: Vec<&str> =
+        shown.lines().filter(|l| l.trim_start().starts_with('m') && l.contains("heartbeat")).collect();
+    assert_eq!(rows.len(), 3, "{shown}");
+    for (row, member) in rows.iter().zip(["m1", "m2", "m3"]) {
+        assert!(
+            row.trim_start().starts_with(member) && row.contains("primary") && row.contains("last success"),
+            "{shown}"
+        );
+    }
     eprintln!("50 kicks over 3 agents: {} backups, all by m1", manifests.len());
 }
 

@@ -215,6 +215,15 @@ async fn a_reader_may_stop_early(f: Fixture) {
     assert_eq!(read_all(s, "early/x").await.unwrap().len(), 900_000);
 }
 
+async fn put_bytes_replaces_a_small_object_whole(f: Fixture) {
+    let s = f.store.as_ref();
+    s.put_bytes(".locks/members/m1.json", b"{\"first\":true}".to_vec()).await.unwrap();
+    s.put_bytes(".locks/members/m1.json", b"{}".to_vec()).await.unwrap();
+    assert_eq!(s.get_bytes(".locks/members/m1.json").await.unwrap(), b"{}");
+    let listed = s.list(".locks/members/").await.unwrap();
+    assert_eq!(listed.iter().map(|o| (o.key.as_str(), o.size)).collect::<Vec<_>>(), [(".locks/members/m1.json", 2)]);
+}
+
 async fn a_lease_is_exclusive_until_released(f: Fixture) {
     let s = f.store.as_ref();
     let lease = Duration::from_secs(15);
@@ -264,6 +273,7 @@ macro_rules! backends {
                 missing_objects_are_not_found,
                 keys_that_escape_are_refused,
                 a_reader_may_stop_early,
+                put_bytes_replaces_a_small_object_whole,
                 a_lease_is_exclusive_until_released,
             );
         )*

@@ -206,6 +206,30 @@ impl AzureStore {
     }
 }
 
+impl AzureStore {
+    /// Writes `data` to `key` in one Put Blob request whatever its size, so a condition (`only_if_absent`:
+    /// `If-None-Match: *`) covers the whole write and a small object costs one operation. Also returns how many
+    /// attempts the retry policy made.
+    async fn put_whole(
+        &self,
+        key: &str,
+        data: Bytes,
+        only_if_absent: bool,
+    ) -> Result<(Result<(), azure_core::Error>, Arc<retry::Attempts>), StoreError> {
+        let blob = self.inner.blob(key)?;
+        let attempts = Arc::new(retry::Attempts::default());
+        let options = BlobClientUploadOptions {
+            if_none_match: only_if_absent.then(|| "*".into()),
+            partition_size: std::num::NonZero::new((data.len() as u64).max(1)),
+            method_options: azure_core::http::ClientMethodOptions {
+                context: azure_core::http::Context::new().with_value(attempts.clone()),
+            },
+            ..Default::default()
+        };
+        Ok((blob.upload(data.into(), Some(options)).await.map(drop), attempts))
+    }
+}
+
 fn to_chrono(t: azure_core::time::OffsetDateTime) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
 }
@@ -272,20 +296,15 @@ impl ObjectStore for AzureStore {
         self.lease_status(key).await
     }
 
+    async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let (result, _) = self.put_whole(key, data.into(), false).await?;
+        result.map_err(|e| self.inner.whereabouts.failure("write", key, e))
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let blob = self.inner.blob(key)?;
-        let attempts = Arc::new(retry::Attempts::default());
-        let options = BlobClientUploadOptions {
-            if_none_match: Some("*".into()),
-            // One Put Blob request whatever the size, so the condition covers the whole write.
-            partition_size: std::num::NonZero::new((data.len() as u64).max(1)),
-            method_options: azure_core::http::ClientMethodOptions {
-                context: azure_core::http::Context::new().with_value(attempts.clone()),
-            },
-            ..Default::default()
-        };
-        match blob.upload(data.clone().into(), Some(options)).await {
-            Ok(_) => Ok(()),
+        let (result, attempts) = self.put_whole(key, data.clone(), true).await?;
+        match result {
+            Ok(()) => Ok(()),
             Err(e) => match self.inner.whereabouts.failure("write", key, e) {
                 StoreError::AlreadyExists { store, key } if attempts.0.load(Ordering::Relaxed) > 1 => {
                     // A retry found the object: if it holds our bytes, our first attempt landed and only its
