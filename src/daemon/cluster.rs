@@ -2,8 +2,9 @@
 //! posts and waits on. See [`crate::cluster`] for how the agents meet in the store.
 //!
 //! Every `poll_interval` the coordinator asks its own server where it stands, publishes its heartbeat, reads the
-//! others', and, when backup requests are pending and no better-ranked live member took them within the contention
-//! delay, tries for the lease and serves them all with one backup.
+//! others', and, when backup requests are pending and nobody is backing up, tries for the lease (at once when it
+//! ranks first among the live members, otherwise after its contention delay counted from when it saw the lock free)
+//! and serves them all with one backup.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
