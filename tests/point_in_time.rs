@@ -362,7 +362,13 @@ async fn differential(source: &Client, source_uri: &str, ballast_db: &str, targe
     stop.store(true, Ordering::Relaxed);
     let manifest: Manifest = match result {
         Ok(manifest) => manifest,
-        Err(e) if e.to_string().contains("vanished while the backup read it") => {
+        // The two refusals by design when a writer's DDL hits a collection mid-read (a `$out` renames its temporary
+        // collection over a target): no manifest, "run the backup again".
+        Err(e)
+            if ["vanished while the backup read it", "so the backup may hold only part of it"]
+                .iter()
+                .any(|refusal| e.to_string().contains(refusal)) =>
+        {
             eprintln!("seed {seed}: backup refused: {e}");
             for w in writers {
                 w.await.unwrap();
