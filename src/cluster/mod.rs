@@ -47,10 +47,8 @@ pub fn lock_key(prefix: &str, name: &str) -> String {
 pub fn member_name(config: &crate::config::ClusterConfig) -> String {
     config.member.clone().unwrap_or_else(|| {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let safe: String = host
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
-            .collect();
+        let safe: String =
+            host.chars().map(|c| if crate::config::ClusterConfig::member_char(c) { c } else { '-' }).collect();
         if safe.is_empty() { "member".into() } else { safe }
     })
 }

@@ -549,6 +549,13 @@ pub struct ClusterConfig {
     pub poll_interval: Duration,
 }
 
+impl ClusterConfig {
+    /// Whether `c` may stand in a member name: it becomes part of a key in the store.
+    pub fn member_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
@@ -660,9 +667,7 @@ impl Config {
             "cluster.poll_interval must be at least 100ms and at most a third of cluster.lease_duration",
         )?;
         check(
-            cluster.member.as_deref().is_none_or(|m| {
-                !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            }),
+            cluster.member.as_deref().is_none_or(|m| !m.is_empty() && m.chars().all(ClusterConfig::member_char)),
             "cluster.member may hold only letters, digits, '.', '_' and '-'",
         )?;
         let uri = self.mongodb.uri.to_ascii_lowercase();

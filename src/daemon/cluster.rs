@@ -247,11 +247,12 @@ impl Coordinator {
         let (running, _) = self.runner.start_fenced(&pending[0].trigger, Some(holder.clone()));
         let ids: Vec<&str> = pending.iter().map(|r| r.id.as_str()).collect();
         log::info!(backup_id = running.id.as_str(); "cluster: won the backup lease as {} ({}); backup {} serves requests {}", self.member, standing.role, running.id, ids.join(", "));
-        self.set_doing(&format!("backup {}", running.id), true);
+        let doing = format!("backup {}", running.id);
+        self.set_doing(&doing, true);
         let this = self.clone();
         tokio::spawn(async move {
             let report = running.finished().await;
-            this.set_doing(&format!("backup {}", running.id), false);
+            this.set_doing(&doing, false);
             // A holder that lost the lease leaves the requests to the member that took it.
             if !holder.lost().is_cancelled() {
                 let served = Served { member: this.member.clone(), report };
