@@ -43,8 +43,7 @@ struct Agent {
 impl Agent {
     /// One scrape of its metrics.
     async fn scrape(&self) -> common::prometheus::Scrape {
-        let text = reqwest::get(format!("http://{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
-        common::prometheus::parse(&text)
+        common::prometheus::parse(&common::prometheus::fetch(self.metrics).await)
     }
 }
 

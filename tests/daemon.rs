@@ -373,7 +373,7 @@ async fn after_a_backup_the_daemon_verifies_prunes_notifies_and_exports_metrics(
     assert_eq!(seen[1].body["outcome"], "success");
 
     // The endpoint and the textfile carry the same numbers.
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    let body = common::prometheus::fetch(format!("127.0.0.1:{port}")).await;
     for scrape in
         [common::prometheus::parse(&body), common::prometheus::parse(&std::fs::read_to_string(&textfile).unwrap())]
     {
@@ -503,7 +503,7 @@ async fn a_backup_failing_its_verification_is_untrusted_everywhere() {
     daemon.wait_exit(Duration::from_secs(30));
     let restarted = Daemon::start(dir.path(), &uri(), &[format!("{db}.*")], &extra);
     let scrape_last_success = || async {
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+        let body = common::prometheus::fetch(format!("127.0.0.1:{port}")).await;
         common::prometheus::parse(&body).get("mongo_backup_agent_last_success_timestamp_seconds")
     };
     assert_eq!(scrape_last_success().await, 0.0, "the restarted daemon took the untrusted backup as a success");
@@ -561,7 +561,7 @@ async fn a_password_in_the_uri_reaches_no_log_status_notification_or_metric() {
         seen.push(out + &err);
     }
     seen.extend(deliveries(&receiver, 2).await.iter().map(|b| b.to_string()));
-    seen.push(reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap());
+    seen.push(common::prometheus::fetch(format!("127.0.0.1:{port}")).await);
     seen.push(std::fs::read_to_string(dir.path().join("agent.prom")).unwrap());
     seen.push(daemon.log());
     assert_eq!(seen.len(), 9, "two notifications expected");

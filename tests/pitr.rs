@@ -284,7 +284,7 @@ async fn a_gap_is_reported_notified_and_healed_by_a_new_base() {
     assert!(listed.contains("GAP after") && listed.matches("PITR ").count() == 2, "{listed}");
     assert!(status(&daemon)["pitr"]["archive"]["gaps"].as_u64() >= Some(1));
     // The metrics count the gap, and export every series the shipped alert rules and dashboard use.
-    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let text = prometheus::fetch(&metrics).await;
     let scrape = prometheus::parse(&text);
     assert!(scrape.get("mongo_backup_agent_pitr_gaps_total") >= 1.0, "{text}");
     assert_eq!(scrape.get("mongo_backup_agent_pitr_archiving"), 1.0);

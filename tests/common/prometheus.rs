@@ -16,6 +16,11 @@ impl Scrape {
     }
 }
 
+/// The text the agent's metrics endpoint at `listen` (`host:port`) serves now.
+pub async fn fetch(listen: impl std::fmt::Display) -> String {
+    reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap()
+}
+
 /// Parses exposition text 0.0.4: every sample must follow a `# TYPE` for its family, and parse as a float.
 pub fn parse(text: &str) -> Scrape {
     let mut scrape = Scrape { types: HashMap::new(), samples: HashMap::new() };
